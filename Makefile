@@ -1,0 +1,83 @@
+# imops: a thin Makefile over CMake/CTest. `make demo` and `make test` work on a
+# fresh Debian machine as root: they install what is missing first.
+SHELL := /bin/bash
+JOBS ?= 2
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FUZZ_SECONDS ?= 20
+DEMO_DIR ?= demo-data/surface
+DEMO_COUNT ?= 2000
+
+.PHONY: all deps build asan fuzz venv test unit unit-asan fuzz-smoke integration demo bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS)
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DIM_SANITIZE=ON
+
+asan: deps $(ASAN_BUILD)/CMakeCache.txt
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+$(FUZZ_BUILD)/CMakeCache.txt:
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DIM_FUZZ=ON -DIM_SANITIZE=ON -DIM_BUILD_TESTS=OFF
+
+fuzz: deps $(FUZZ_BUILD)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD) -j$(JOBS)
+
+$(VENV)/.ok: tests/requirements.txt
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: deps $(VENV)/.ok
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+unit-asan: asan
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j$(JOBS)
+
+fuzz-smoke: fuzz
+	@set -e; for f in $(FUZZ_BUILD)/fuzz_*; do \
+	  [ -x "$$f" ] || continue; name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; \
+	  work=$$(mktemp -d); [ -d "$$corpus" ] && cp -r $$corpus/. $$work/; \
+	  echo "fuzzing $$name for $(FUZZ_SECONDS) s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=0 $$work >$$work.log 2>&1 || { tail -40 $$work.log; exit 1; }; \
+	  tail -1 $$work.log; rm -rf $$work $$work.log; \
+	done
+
+integration: build venv
+	IMOPS_BIN=$(abspath $(BUILD))/imops $(PY) -m pytest -q tests/integration
+
+test: unit unit-asan fuzz-smoke integration
+	@echo "make test: all suites passed"
+
+demo: build
+	@set -e; \
+	echo "== imops datagen surface: $(DEMO_COUNT) synthetic concrete images"; \
+	$(BUILD)/imops datagen surface --out $(DEMO_DIR) --count $(DEMO_COUNT) --size 227 --seed 42; \
+	echo "== imops preprocess (split 70/15/15, mean/std, cache at 112)"; \
+	$(BUILD)/imops preprocess --data $(DEMO_DIR) --img-size 112; \
+	echo; echo "mean-std.txt:"; cat $(DEMO_DIR)/mean-std.txt; \
+	echo; echo "contact sheet: $(DEMO_DIR)/contact-sheet.png"; \
+	echo "Next stages (train, track, serve, pipeline) arrive with their issues."
+
+bench: build
+	IMOPS_BENCH_DEPS=1 scripts/install-deps.sh
+	bench/preprocess/run.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

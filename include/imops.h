@@ -1,0 +1,9 @@
+/* imops: the umbrella header. Include this, or a module's header alone. */
+#ifndef IMOPS_H
+#define IMOPS_H
+#include "imops/version.h"
+#include "imops/status.h"
+#include "imops/core.h"
+#include "imops/image.h"
+#include "imops/data.h"
+#endif
