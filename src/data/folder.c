@@ -62,7 +62,8 @@ static im_status_t list_dir(const char *dir, strvec_t *files, strvec_t *dirs) {
       if (p && stat(p, &sb) == 0) {
         is_dir = S_ISDIR(sb.st_mode);
         is_file = S_ISREG(sb.st_mode);
-      }
+      } else
+        is_file = 1; /* a dangling link with an image name: reading it will report why */
       im_free(p);
     }
     if (is_dir && dirs)
@@ -72,8 +73,8 @@ static im_status_t list_dir(const char *dir, strvec_t *files, strvec_t *dirs) {
     if (st) break;
   }
   closedir(d);
-  if (files) qsort(files->v, files->n, sizeof *files->v, cmp_str);
-  if (dirs) qsort(dirs->v, dirs->n, sizeof *dirs->v, cmp_str);
+  if (files && files->n) qsort(files->v, files->n, sizeof *files->v, cmp_str);
+  if (dirs && dirs->n) qsort(dirs->v, dirs->n, sizeof *dirs->v, cmp_str);
   return st;
 }
 
