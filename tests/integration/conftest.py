@@ -1,0 +1,42 @@
+"""Shared fixtures for the integration tests: the imops binary and helpers to run it."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def imops_bin():
+    path = os.environ.get("IMOPS_BIN") or str(ROOT / "build" / "imops")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"imops binary not found at {path}; run 'make build' (or set IMOPS_BIN)")
+    return path
+
+
+class Imops:
+    def __init__(self, binary):
+        self.binary = binary
+
+    def run(self, *args, check=True, timeout=600, env=None):
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        p = subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True,
+                           timeout=timeout, env=full_env)
+        if check and p.returncode != 0:
+            raise AssertionError(f"imops {' '.join(map(str, args))} exited {p.returncode}\n"
+                                 f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+        return p
+
+    def json(self, *args, **kw):
+        p = self.run(*args, "--json", **kw)
+        return json.loads(p.stdout)
+
+
+@pytest.fixture(scope="session")
+def imops(imops_bin):
+    return Imops(imops_bin)
