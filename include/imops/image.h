@@ -51,8 +51,11 @@ im_image_format_t im_image_sniff(const uint8_t *data, size_t len);
 im_status_t im_image_probe(const uint8_t *data, size_t len, im_image_info_t *info);
 
 /** Decodes JPEG or PNG (8/16-bit, grey, palette, alpha; alpha is dropped,
- * 16-bit is reduced to 8) into *out. Truncated or corrupt data, or a header
- * over the pixel cap, is an error; *out is then left empty. */
+ * 16-bit is reduced to 8) into *out. Truncated or corrupt data is
+ * IM_ERR_FORMAT (JPEG decoder warnings count as errors; JPEG has no checksum,
+ * so damage that keeps the code structure intact still decodes); a header over
+ * the pixel cap or wider/taller than 65535 is IM_ERR_LIMIT, found before any
+ * pixel memory is allocated. On failure *out is left empty. */
 im_status_t im_image_decode(const uint8_t *data, size_t len, const im_decode_opts_t *opts, im_image_t *out);
 
 /** Reads and decodes a file (max file size 256 MiB). */
@@ -91,7 +94,7 @@ void im_image_flip_h(im_image_t *img);
 /** Copies the w x h rectangle at (x, y) into *dst; it must lie inside src. */
 im_status_t im_image_crop(const im_image_t *src, int x, int y, int w, int h, im_image_t *dst);
 
-/** Allocates a zeroed w x h x c image. */
+/** Allocates a zeroed w x h x c image (w, h in 1..65535, c in 1..4). */
 im_status_t im_image_alloc(im_image_t *img, int w, int h, int c);
 
 /** Frees the pixels and zeroes the struct; safe on a zeroed struct. */
