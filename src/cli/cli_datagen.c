@@ -1,6 +1,8 @@
 /* `imops datagen surface`: writes the synthetic concrete-crack data set
  * (ImageFolder: DIR/Negative, DIR/Positive) and a contact sheet of examples. */
 #include <getopt.h>
+#include <jansson.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +32,7 @@ static void usage(FILE *f) {
           "                  (default DIR/contact-sheet.png)\n"
           "  --no-sheet      do not write a contact sheet\n"
           "  --threads T     worker threads (default: IMOPS_NUM_THREADS or all CPUs)\n"
+          "  --json          print the result as JSON on stdout\n"
           "  -h, --help      show this help\n");
 }
 
@@ -44,16 +47,17 @@ int cli_datagen(int argc, char **argv) {
   if (strcmp(argv[1], "surface") != 0)
     return cli_usage_error("datagen", "unknown generator '%s'; the one available is 'surface'", argv[1]);
 
-  enum { OPT_NO_SHEET = 256 };
+  enum { OPT_NO_SHEET = 256, OPT_JSON };
   static const struct option longopts[] = {
       {"out", required_argument, NULL, 'o'},     {"count", required_argument, NULL, 'n'},
       {"size", required_argument, NULL, 's'},    {"seed", required_argument, NULL, 'k'},
       {"quality", required_argument, NULL, 'q'}, {"sheet", required_argument, NULL, 'S'},
       {"no-sheet", no_argument, NULL, OPT_NO_SHEET}, {"threads", required_argument, NULL, 't'},
-      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+      {"json", no_argument, NULL, OPT_JSON},     {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
   };
   const char *out = NULL, *sheet = NULL;
-  int no_sheet = 0;
+  int no_sheet = 0, json = 0;
   int64_t count = 2000, size = 227, quality = 90, threads = 0;
   uint64_t seed = 42;
 
@@ -79,6 +83,7 @@ int cli_datagen(int argc, char **argv) {
         break;
       case 'S': sheet = optarg; break;
       case OPT_NO_SHEET: no_sheet = 1; break;
+      case OPT_JSON: json = 1; break;
       case 't':
         if (cli_parse_i64(CMD, "--threads", optarg, 0, 1024, &threads)) return CLI_USAGE;
         break;
@@ -119,12 +124,22 @@ int cli_datagen(int argc, char **argv) {
   }
   double secs = im_time_now() - t0;
   long long n_neg = (long long)((count + 1) / 2), n_pos = (long long)(count / 2);
-  printf("wrote %lld images (%lld Negative, %lld Positive) to %s in %.1f s", (long long)count, n_neg, n_pos, out,
-         secs);
-  if (sheet)
-    printf("; contact sheet: %s\n", sheet);
-  else
-    printf("\n");
+  if (json) {
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:i, s:I, s:s?, s:f}", "out", out, "count", (json_int_t)count, "negative",
+                          (json_int_t)n_neg, "positive", (json_int_t)n_pos, "size", (int)size, "seed", (json_int_t)seed,
+                          "contact_sheet", sheet, "seconds", secs);
+    char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    if (text) puts(text);
+    free(text);
+    json_decref(j);
+  } else {
+    printf("wrote %lld images (%lld Negative, %lld Positive) to %s in %.1f s", (long long)count, n_neg, n_pos, out,
+           secs);
+    if (sheet)
+      printf("; contact sheet: %s\n", sheet);
+    else
+      printf("\n");
+  }
   im_free(sheet_default);
   return CLI_OK;
 }

@@ -1,5 +1,7 @@
 /* imops dataset: data set importers (import-idx: MNIST / Fashion-MNIST). */
 #include <getopt.h>
+#include <jansson.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,6 +25,7 @@ static const char usage_text[] =
     "  --out DIR         ImageFolder to write\n"
     "  --classes A,B,..  class names in label order\n"
     "  --limit N         import only the first N images\n"
+    "  --json            print the result as JSON on stdout\n"
     "  -h, --help        show this help\n";
 
 int cli_dataset(int argc, char **argv) {
@@ -35,11 +38,13 @@ int cli_dataset(int argc, char **argv) {
   static const struct option longopts[] = {{"images", required_argument, 0, 'i'}, {"labels", required_argument, 0, 'l'},
                                            {"out", required_argument, 0, 'o'},    {"classes", required_argument, 0, 'c'},
                                            {"limit", required_argument, 0, 'n'},  {"help", no_argument, 0, 'h'},
+                                           {"json", no_argument, 0, 'j'},
                                            {0, 0, 0, 0}};
   im_idx_import_opts_t o = {0};
   char *names_buf = NULL;
   const char *names[1024];
   int64_t v;
+  int json = 0;
   optind = 1;
   opterr = 0;
   int ch;
@@ -68,6 +73,7 @@ int cli_dataset(int argc, char **argv) {
         if (cli_parse_i64("dataset", "--limit", optarg, 1, INT64_MAX, &v)) return CLI_USAGE;
         o.limit = v;
         break;
+      case 'j': json = 1; break;
       case 'h': fputs(usage_text, stdout); im_free(names_buf); return CLI_OK;
       case ':': im_free(names_buf); return cli_usage_error("dataset", "%s needs a value", argv[optind - 1]);
       default: im_free(names_buf); return cli_usage_error("dataset", "unknown option '%s'", argv[optind - 1]);
@@ -86,6 +92,15 @@ int cli_dataset(int argc, char **argv) {
   cli_progress_finish(bar);
   im_free(names_buf);
   if (st) return cli_fail("dataset", st, "import-idx");
+  if (json) {
+    json_t *j = json_pack("{s:s, s:I, s:i, s:i, s:i, s:f}", "out", o.out_dir, "count", (json_int_t)res.count, "classes",
+                          res.n_classes, "width", res.cols, "height", res.rows, "seconds", im_time_now() - t0);
+    char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    if (text) puts(text);
+    free(text);
+    json_decref(j);
+    return CLI_OK;
+  }
   printf("imported %lld images of %dx%d in %d classes to %s in %.1f s\n", (long long)res.count, res.cols, res.rows,
          res.n_classes, o.out_dir, im_time_now() - t0);
   return CLI_OK;

@@ -67,7 +67,9 @@ def test_datagen_then_preprocess(imops, tmp_path):
 
 def test_bad_files_are_reported_not_fatal(imops, tmp_path):
     data = tmp_path / "surface"
-    imops.run("datagen", "surface", "--out", data, "--count", 40, "--size", 64, "--seed", 1)
+    g = imops.json("datagen", "surface", "--out", data, "--count", 41, "--size", 64, "--seed", 1, "--no-sheet")
+    assert (g["count"], g["negative"], g["positive"], g["contact_sheet"]) == (41, 21, 20, None)
+    (data / "Negative" / "00021.jpg").unlink()
     good = (data / "Positive" / "00001.jpg").read_bytes()
     (data / "Positive" / "truncated.jpg").write_bytes(good[: len(good) // 2])
     (data / "Negative" / "empty.jpg").write_bytes(b"")
