@@ -14,6 +14,7 @@
 #include <math.h>
 #include <dirent.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +25,11 @@
 #include "imops/image.h"
 
 #define READ_MAX_BYTES (256u << 20)
+#define KEEP_MAX_BYTES (512ull << 20) /* file bytes kept from pass 1 for pass 2, at most */
 #define CHUNK 256
 
 typedef struct {
+  uint8_t *data; /* the file's bytes, kept from pass 1 while under KEEP_MAX_BYTES */
   uint64_t size, hash;
   uint64_t sum[3], sumsq[3];
   uint8_t channels;
@@ -39,6 +42,7 @@ typedef struct {
   const im__folder_t *folder;
   rec_t *recs;
   int64_t max_pixels;
+  atomic_ullong *kept; /* bytes kept in recs[].data */
   /* pass 2 */
   int size, channels, fd;
   uint64_t pixels_off;
@@ -74,8 +78,14 @@ static void probe_one(void *p, int64_t i, int thread) {
     char msg[160];
     snprintf(msg, sizeof msg, "image of %dx%d is over the limit of %lld pixels", info.w, info.h, (long long)c->max_pixels);
     set_bad(r, msg);
-  } else
+  } else {
     r->channels = (uint8_t)info.channels;
+    if (atomic_fetch_add(c->kept, len) + len <= KEEP_MAX_BYTES) {
+      r->data = data; /* pass 2 decodes from memory instead of reading the file again */
+      return;
+    }
+    atomic_fetch_sub(c->kept, len);
+  }
   im_free(data);
 }
 
@@ -83,14 +93,21 @@ static void decode_one(void *p, int64_t i, int thread) {
   pp_ctx_t *c = p;
   rec_t *r = &c->recs[i];
   if (r->bad) return;
-  char *path = im_path_join(c->root, c->folder->files[i].rel);
   im_decode_opts_t o = IM_DECODE_OPTS_DEFAULT;
   o.channels = c->channels;
   o.min_w = o.min_h = c->size;
   o.max_pixels = c->max_pixels;
   im_image_t img = {0};
-  im_status_t st = path ? im_image_load(path, &o, &img) : im_error(IM_ERR_NOMEM, "out of memory");
-  im_free(path);
+  im_status_t st;
+  if (r->data) {
+    st = im_image_decode(r->data, r->size, &o, &img);
+    im_free(r->data);
+    r->data = NULL;
+  } else {
+    char *path = im_path_join(c->root, c->folder->files[i].rel);
+    st = path ? im_image_load(path, &o, &img) : im_error(IM_ERR_NOMEM, "out of memory");
+    im_free(path);
+  }
   if (st) {
     set_bad(r, im_last_error());
     return;
@@ -373,7 +390,9 @@ im_status_t im_data_preprocess(const im_preprocess_opts_t *o, im_preprocess_resu
     st = im_error(IM_ERR_NOMEM, "out of memory for %lld files", (long long)f.n_files);
     goto done;
   }
-  pp_ctx_t ctx = {.root = o->data_dir, .folder = &f, .recs = recs,
+  atomic_ullong kept;
+  atomic_init(&kept, 0);
+  pp_ctx_t ctx = {.root = o->data_dir, .folder = &f, .recs = recs, .kept = &kept,
                   .max_pixels = o->max_pixels > 0 ? o->max_pixels : IM_IMAGE_MAX_PIXELS_DEFAULT};
 
   /* Pass 1: read, fingerprint, probe. */
@@ -585,7 +604,10 @@ done:
     for (int64_t i = 0; i < f.n_files; i++)
       if (recs[i].bad && add_bad(r, f.files[i].rel, recs[i].reason)) break;
   if (recs)
-    for (int64_t i = 0; i < f.n_files; i++) im_free(recs[i].reason);
+    for (int64_t i = 0; i < f.n_files; i++) {
+      im_free(recs[i].reason);
+      im_free(recs[i].data);
+    }
   im_free(recs);
   im_free(split);
   im_free(usable);
