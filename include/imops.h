@@ -6,4 +6,7 @@
 #include "imops/core.h"
 #include "imops/image.h"
 #include "imops/data.h"
+#include "imops/tensor.h"
+#include "imops/backend.h"
+#include "imops/track.h"
 #endif
