@@ -41,10 +41,25 @@ void cli_progress_finish(cli_progress_t *p);
 /** An im_progress_fn that drives a progress bar per stage (user: cli_progress_t **). */
 void cli_progress_cb(void *user, const char *stage, int64_t done, int64_t total);
 
+/* ---- tables ------------------------------------------------------------------ */
+typedef struct cli_table cli_table_t;
+cli_table_t *cli_table_new(int ncols, const char *const *headers);
+/** Adds a row of ncols cells (copied; NULL prints as empty). 0 on success. */
+int cli_table_row(cli_table_t *t, const char *const *cells);
+/** Prints the table; cells wider than max_width are cut. */
+void cli_table_print(cli_table_t *t, int max_width);
+void cli_table_free(cli_table_t *t);
+
+/** Formats epoch milliseconds as local "YYYY-MM-DD HH:MM:SS" ("" for unset). */
+const char *cli_fmt_time(int64_t ms, char *buf, size_t n);
+
 /* Commands. */
 int cli_version(int argc, char **argv);
 int cli_datagen(int argc, char **argv);
 int cli_dataset(int argc, char **argv);
 int cli_preprocess(int argc, char **argv);
+int cli_experiments(int argc, char **argv);
+int cli_runs(int argc, char **argv);
+int cli_models(int argc, char **argv);
 
 #endif

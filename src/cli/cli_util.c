@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "cli.h"
 #include "imops/core.h"
@@ -61,4 +62,16 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double *ou
   }
   *out = v;
   return 0;
+}
+
+const char *cli_fmt_time(int64_t ms, char *buf, size_t n) {
+  if (ms <= 0 || ms == INT64_MIN) {
+    snprintf(buf, n, "%s", "");
+    return buf;
+  }
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  localtime_r(&t, &tm);
+  strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
 }

@@ -10,6 +10,9 @@ static const cli_command_t commands[] = {
     {"datagen", "generate a synthetic data set (datagen surface: concrete cracks)", cli_datagen},
     {"dataset", "import data sets into ImageFolder layout (dataset import-idx)", cli_dataset},
     {"preprocess", "split a data set, compute mean/std, build the decoded cache", cli_preprocess},
+    {"experiments", "list, create and delete experiments (tracking store)", cli_experiments},
+    {"runs", "list, show, compare and delete tracked runs", cli_runs},
+    {"models", "the model registry: register, versions, aliases, stages", cli_models},
     {"version", "print the version", cli_version},
 };
 

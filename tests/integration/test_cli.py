@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-COMMANDS = ["datagen", "dataset", "preprocess", "version"]
+COMMANDS = ["datagen", "dataset", "preprocess", "experiments", "runs", "models", "version"]
 
 
 def test_top_level_help(imops):
