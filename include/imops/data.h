@@ -125,6 +125,41 @@ const uint8_t *im_cache_pixels(const im_cache_t *c, int64_t i);
 int im_cache_label(const im_cache_t *c, int64_t i);
 int im_cache_split(const im_cache_t *c, int64_t i);
 
+/* ---- the loader: batches from the cache for training and evaluation ------ */
+/* Reads one split of a cache (memory-mapped), shuffles it per epoch from the
+ * seed, augments (horizontal flip, random crop with zero padding), normalizes
+ * with the data set's mean/std and hands out NCHW float32 batches, prepared by
+ * a background thread so the compute never waits. The order and every random
+ * choice depend only on (seed, epoch, position), never on timing or threads:
+ * the same seed gives the same batches, and an epoch can start at any batch
+ * (resume). */
+typedef struct im_loader im_loader_t;
+
+typedef struct {
+  const char *cache_path; /* DATA/.imops/cache-S.bin */
+  int split;              /* IM_SPLIT_TRAIN, IM_SPLIT_VAL or IM_SPLIT_TEST */
+  int batch_size;
+  int shuffle;            /* reshuffle every epoch */
+  int drop_last;          /* drop a last, smaller batch */
+  uint64_t seed;
+  int hflip;              /* flip left-right with probability 1/2 */
+  int crop_pad;           /* > 0: pad by this many zero pixels, then crop back at a random place */
+  float mean[3], std[3];  /* per channel, for pixels scaled to [0, 1] (std 0: 1) */
+  int prefetch;           /* batches prepared ahead (0: 2) */
+} im_loader_opts_t;
+
+im_status_t im_loader_open(const im_loader_opts_t *o, im_loader_t **out);
+void im_loader_close(im_loader_t *l);
+/** Images in the split, batches per epoch, and the batch geometry. */
+int64_t im_loader_size(const im_loader_t *l);
+int64_t im_loader_batches(const im_loader_t *l);
+void im_loader_geometry(const im_loader_t *l, int *channels, int *h, int *w, int *n_classes);
+/** Starts epoch `epoch` (0-based) at batch `first_batch` (0 normally; resume). */
+im_status_t im_loader_start(im_loader_t *l, int64_t epoch, int64_t first_batch);
+/** The next batch of the epoch: x is n x C x H x W float32, labels n int32; both
+ * stay valid until the next call. n = 0 at the end of the epoch. */
+im_status_t im_loader_next(im_loader_t *l, const float **x, const int32_t **labels, int *n);
+
 #ifdef __cplusplus
 }
 #endif
