@@ -7,6 +7,8 @@ PKGS=(
   build-essential cmake pkg-config clang
   libturbojpeg0-dev libjpeg-dev libpng-dev zlib1g-dev
   libjansson-dev libyaml-dev libsqlite3-dev
+  libmicrohttpd-dev libcurl4-openssl-dev
+  libdnnl-dev
   libcmocka-dev
   python3 python3-venv python3-pip python3-pytest python3-numpy python3-pil
   dataset-fashion-mnist
