@@ -1,0 +1,179 @@
+/* Internals of src/nn shared by its files: the model (a graph of layer nodes
+ * in topological order plus a state table in PyTorch's state_dict order), the
+ * builder helpers the architectures use, the per-op layer functions, and the
+ * initializers. Nothing here is part of the public API. */
+#ifndef IMOPS_NN_IMPL_H
+#define IMOPS_NN_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imops/nn.h"
+
+/* ---- layer ops ------------------------------------------------------------------ */
+typedef enum {
+  IM__NN_INPUT = 0,  /* the image batch [N,C,H,W] (a copy of the caller's) */
+  IM__NN_CONV,       /* conv2d, NCHW, weight [K,C/G,R,S], optional bias [K] */
+  IM__NN_BN,         /* BatchNorm2d */
+  IM__NN_LN,         /* LayerNorm over the last dim ([N,H,W,C] or [N,C]) */
+  IM__NN_RELU,
+  IM__NN_GELU,
+  IM__NN_MAXPOOL,
+  IM__NN_GAP,        /* global average pool [N,C,H,W] -> [N,C] */
+  IM__NN_LINEAR,     /* x [..., in] -> [..., out] */
+  IM__NN_DROPOUT,
+  IM__NN_ADD,        /* in[0] + in[1] */
+  IM__NN_TO_NHWC,
+  IM__NN_TO_NCHW,
+  IM__NN_SCALE,      /* per-channel scale of NCHW data (ConvNeXt layer_scale [C,1,1]) */
+  IM__NN_DROP_PATH,  /* stochastic depth, "row" mode: per-sample keep/drop, scaled by 1/(1-p) */
+  IM__NN_OP_COUNT_
+} im__nn_op_t;
+
+/* How a state entry is initialized (init.c). */
+typedef enum {
+  IM__NN_INIT_CONST = 0,     /* every element = arg */
+  IM__NN_INIT_KAIMING_FAN_OUT, /* N(0, 2 / fan_out): kaiming_normal_(mode="fan_out", nonlinearity="relu") */
+  IM__NN_INIT_TORCH_DEFAULT, /* U(+-1/sqrt(fan_in)): torch's kaiming_uniform_(a=sqrt 5) for Linear/Conv weights */
+  IM__NN_INIT_UNIFORM,       /* U(+-arg): torch's default bias init with arg = 1/sqrt(fan_in) */
+  IM__NN_INIT_TRUNC_NORMAL,  /* N(0, arg^2) truncated to [-2, 2] (trunc_normal_(std=arg), absolute bounds) */
+} im__nn_init_t;
+
+/* Weight-init conventions of a family. */
+typedef enum {
+  IM__NN_STYLE_RESNET = 0,   /* torchvision ResNet: convs kaiming fan_out, Linear torch default */
+  IM__NN_STYLE_CONVNEXT = 1, /* torchvision ConvNeXt: trunc_normal 0.02, biases 0 */
+} im__nn_style_t;
+
+/* One state_dict entry: a parameter (value + grad in the slabs), a BN buffer
+ * (value in the buffer slab) or a counter (num_batches_tracked). */
+typedef struct {
+  char *name;
+  im_nn_state_kind_t kind;
+  int ndim;
+  int64_t shape[4];
+  im__nn_init_t init;
+  double init_arg;
+  int decay;       /* parameters: weight decay applies when the optimizer filters */
+  size_t offset;   /* elements into its slab (pslab/gslab for params, bslab for buffers) */
+  im_tensor_t value, grad;
+  int64_t counter;
+} im__nn_entry_t;
+
+/* One layer node. Inputs come before it (topological order). */
+typedef struct {
+  im__nn_op_t op;
+  int in[2], n_in;
+  int w, b;               /* entry indices (conv/linear weight and bias, norm gamma and beta, scale); -1 none */
+  int rm, rv, nbt;        /* BN running mean, running var, num_batches_tracked; -1 none */
+  int cin, cout;          /* channels in and out (conv, linear, norms) */
+  im_conv2d_params_t conv;
+  im_pool2d_params_t pool;
+  float eps, momentum;    /* norms */
+  float p;                /* dropout and drop-path rate */
+  /* set by the planner */
+  int ndim;
+  int64_t shape[4];       /* output shape at the planned batch */
+  int n_cons, last_cons;  /* consumers, and the last one in topological order (-1 none) */
+  int inplace;            /* the output shares in[0]'s buffer (and the gradients theirs) */
+  int buf_out, buf_grad, buf_aux[2], buf_scratch; /* planner buffer ids, -1 none */
+  im_tensor_t out, grad, aux[2], scratch;         /* views into the plan block (batch dim 0 = current n) */
+  int aux_batched[2];     /* aux tensors whose dim 0 is the batch */
+} im__nn_node_t;
+
+struct im_nn_model {
+  char *arch;
+  im_nn_model_opts_t opts; /* resolved */
+  im__nn_style_t style;
+  im__nn_node_t *nodes;
+  size_t n_nodes, cap_nodes;
+  im__nn_entry_t *ents;
+  size_t n_ents, cap_ents;
+  size_t *params; /* entry indices of the parameters, in order */
+  size_t n_params;
+  int64_t num_params;
+  size_t num_buffer_elems;
+  im_tensor_t pslab, gslab, bslab; /* owned: parameters, gradients, buffers */
+  im_status_t build_err;          /* first error while building (IM_OK if none) */
+  im_rng_t rng;                   /* dropout and stochastic depth */
+  /* the plan */
+  im_backend_t *be;
+  im_arena_t *arena;
+  int planned, plan_training;
+  int64_t plan_batch, plan_c, plan_h, plan_w;
+  size_t plan_bytes, plan_bytes_unshared;
+  im_tensor_t labels, loss; /* planned views: I32 [B], F32 [1] */
+  int64_t cur_n;            /* batch size the node views are shaped for */
+  int have_logits;          /* a forward ran since the plan */
+  int phase;                /* IM__NN_PHASE_* */
+};
+
+enum {
+  IM__NN_PHASE_IDLE = 0,    /* nothing to backpropagate */
+  IM__NN_PHASE_FORWARD = 1, /* after a training forward */
+  IM__NN_PHASE_LOSS = 2,    /* after a training forward and its loss: the logits' gradient is set */
+};
+
+/* ---- builder (graph.c): each returns a node or entry index, or -1 after an
+ * error (recorded in m->build_err; later calls with a -1 input return -1). ---- */
+int im__nn_fail(im_nn_model_t *m, im_status_t st);
+/** A state entry named prefix.suffix (prefix may be ""), initialized as init(arg). */
+int im__nn_entry(im_nn_model_t *m, const char *prefix, const char *suffix, im_nn_state_kind_t kind, int ndim,
+                 const int64_t *shape, im__nn_init_t init, double arg, int decay);
+int im__nn_input(im_nn_model_t *m, int channels);
+int im__nn_conv(im_nn_model_t *m, int in, const char *name, int cin, int cout, int k, int stride, int pad,
+                int groups, int bias);
+int im__nn_bn(im_nn_model_t *m, int in, const char *name, int c);
+/** LayerNorm over the last dim of a [N,H,W,C] or [N,C] input. */
+int im__nn_ln(im_nn_model_t *m, int in, const char *name, int c, float eps);
+/** torchvision's LayerNorm2d on NCHW: to NHWC, LayerNorm, back to NCHW. */
+int im__nn_ln2d(im_nn_model_t *m, int in, const char *name, int c, float eps);
+int im__nn_relu(im_nn_model_t *m, int in);
+int im__nn_gelu(im_nn_model_t *m, int in);
+int im__nn_maxpool(im_nn_model_t *m, int in, int k, int stride, int pad);
+int im__nn_gap(im_nn_model_t *m, int in);
+int im__nn_linear(im_nn_model_t *m, int in, const char *name, int cin, int cout);
+/** Returns in unchanged when p == 0. */
+int im__nn_dropout(im_nn_model_t *m, int in, float p);
+int im__nn_add(im_nn_model_t *m, int a, int b);
+int im__nn_to_nhwc(im_nn_model_t *m, int in);
+int im__nn_to_nchw(im_nn_model_t *m, int in);
+/** Per-channel scale by the [C,1,1] entry scale_entry (registered earlier, in state_dict order). */
+int im__nn_scale(im_nn_model_t *m, int in, int scale_entry, int c);
+/** Returns in unchanged when p == 0. */
+int im__nn_drop_path(im_nn_model_t *m, int in, float p);
+
+/** Channels scaled by the width multiplier: max(1, floor(base * width + 0.5)). */
+int im__nn_width(const im_nn_model_t *m, int base);
+
+/* ---- architectures (surfacenet.c, resnet.c, convnext.c): fill the graph of m,
+ * whose opts are resolved except the arch-specific defaults they set. ---- */
+im_status_t im__nn_build_surfacenet(im_nn_model_t *m);
+im_status_t im__nn_build_resnet(im_nn_model_t *m, const int *default_depths);
+im_status_t im__nn_build_convnext(im_nn_model_t *m, const int *default_depths, const int *dims);
+
+/* ---- layers (layers.c): shape inference and one op's forward/backward ---- */
+/** Output shape of node nd from its inputs' shapes (already set). */
+im_status_t im__nn_layer_shape(im_nn_model_t *m, im__nn_node_t *nd);
+/** Traits used by the planner. */
+int im__nn_op_inplace_ok(im__nn_op_t op, int training_plan); /* forward may write over in[0] */
+int im__nn_op_bwd_needs_input(im__nn_op_t op);
+int im__nn_op_bwd_needs_output(im__nn_op_t op);
+const char *im__nn_op_name(im__nn_op_t op);
+/** Aux buffers the op needs (training: for backward; inference: scratch):
+ * shapes (up to 2) and dtypes; returns how many. */
+int im__nn_layer_aux(const im_nn_model_t *m, const im__nn_node_t *nd, int training, im_dtype_t dt[2], int ndim[2],
+                     int64_t shape[2][4], int batched[2]);
+im_status_t im__nn_layer_forward(im_nn_model_t *m, im__nn_node_t *nd, int training);
+im_status_t im__nn_layer_backward(im_nn_model_t *m, int idx);
+
+/* ---- init (init.c) ---- */
+/** Initializes every entry from seed as its init says (on im_num_threads() threads). */
+im_status_t im__nn_init_entries(im_nn_model_t *m, uint64_t seed);
+
+/* ---- plan (plan.c) ---- */
+void im__nn_plan_free(im_nn_model_t *m);
+/** Shapes the node views for batch n (<= plan_batch). */
+void im__nn_set_batch(im_nn_model_t *m, int64_t n);
+
+#endif

@@ -1,0 +1,294 @@
+/* Memory planning: every activation, activation gradient, saved tensor and
+ * scratch tensor of one step becomes a buffer with a lifetime on the step's
+ * timeline (forward of node i at time i, the loss at n, backward of node i at
+ * 2n - i). Buffers whose lifetimes do not overlap share memory: offsets are
+ * assigned greedily, largest first, at the lowest free address (the "greedy
+ * by size" planner of TFLite and ggml-alloc). ReLU, dropout and residual adds
+ * run in place where nothing else needs the overwritten tensor. The whole plan
+ * is one block reserved once from an arena; steps allocate nothing. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/nn_impl.h"
+
+typedef struct {
+  size_t bytes;
+  int first, last; /* inclusive times */
+  size_t off;
+  int placed;
+} pbuf_t;
+
+typedef struct {
+  pbuf_t *b;
+  size_t n, cap;
+  int oom;
+} pbufs_t;
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static int new_buf(pbufs_t *p, size_t bytes, int first, int last) {
+  if (p->n == p->cap) {
+    size_t cap = p->cap ? p->cap * 2 : 256;
+    pbuf_t *b = im_realloc(p->b, cap * sizeof *b);
+    if (!b) {
+      p->oom = 1;
+      return -1;
+    }
+    p->b = b;
+    p->cap = cap;
+  }
+  p->b[p->n] = (pbuf_t){.bytes = round64(bytes ? bytes : 1), .first = first, .last = last};
+  return (int)p->n++;
+}
+
+static void extend(pbufs_t *p, int id, int t) {
+  if (id < 0) return;
+  if (t > p->b[id].last) p->b[id].last = t;
+  if (t < p->b[id].first) p->b[id].first = t;
+}
+
+static size_t tensor_bytes(im_dtype_t dt, int ndim, const int64_t *shape) {
+  size_t n = im_dtype_size(dt);
+  for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+  return n;
+}
+
+/* Placement order: larger first, then earlier, then by id. */
+typedef struct {
+  size_t bytes;
+  int first, id;
+} okey_t;
+
+static int by_size(const void *a, const void *b) {
+  const okey_t *x = a, *y = b;
+  if (x->bytes != y->bytes) return x->bytes > y->bytes ? -1 : 1;
+  if (x->first != y->first) return x->first < y->first ? -1 : 1;
+  return x->id - y->id;
+}
+
+static int by_off(const void *a, const void *b) {
+  const pbuf_t *x = *(pbuf_t *const *)a, *y = *(pbuf_t *const *)b;
+  return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Greedy offsets; returns the total size (0 on allocation failure). */
+static size_t place(pbufs_t *p) {
+  okey_t *order = im_malloc((p->n ? p->n : 1) * sizeof *order);
+  pbuf_t **live = im_malloc((p->n ? p->n : 1) * sizeof *live);
+  if (!order || !live) {
+    im_free(order);
+    im_free(live);
+    return 0;
+  }
+  for (size_t i = 0; i < p->n; i++) order[i] = (okey_t){p->b[i].bytes, p->b[i].first, (int)i};
+  qsort(order, p->n, sizeof *order, by_size);
+  size_t total = 64;
+  for (size_t k = 0; k < p->n; k++) {
+    pbuf_t *b = &p->b[order[k].id];
+    size_t nl = 0;
+    for (size_t j = 0; j < k; j++) {
+      pbuf_t *o = &p->b[order[j].id];
+      if (o->first <= b->last && b->first <= o->last) live[nl++] = o;
+    }
+    qsort(live, nl, sizeof *live, by_off);
+    size_t off = 0;
+    for (size_t j = 0; j < nl; j++) {
+      if (live[j]->off >= off + b->bytes) break; /* fits in the gap before it */
+      if (live[j]->off + live[j]->bytes > off) off = live[j]->off + live[j]->bytes;
+    }
+    b->off = off;
+    b->placed = 1;
+    if (off + b->bytes > total) total = off + b->bytes;
+  }
+  im_free(order);
+  im_free(live);
+  return total;
+}
+
+void im__nn_plan_free(im_nn_model_t *m) {
+  im_arena_free(m->arena);
+  m->arena = NULL;
+  m->planned = 0;
+  m->plan_bytes = m->plan_bytes_unshared = 0;
+  m->phase = IM__NN_PHASE_IDLE;
+}
+
+static void view(im_tensor_t *t, unsigned char *base, const pbufs_t *p, int id, im_dtype_t dt, int ndim,
+                 const int64_t *shape) {
+  if (id < 0) {
+    memset(t, 0, sizeof *t);
+    return;
+  }
+  (void)im_tensor_view(t, dt, ndim, shape, base + p->b[id].off);
+}
+
+void im__nn_set_batch(im_nn_model_t *m, int64_t n) {
+  if (m->cur_n == n) return;
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    nd->out.shape[0] = n;
+    if (nd->grad.data) nd->grad.shape[0] = n;
+    if (nd->scratch.data) nd->scratch.shape[0] = n;
+    for (int k = 0; k < 2; k++)
+      if (nd->aux[k].data && nd->aux_batched[k]) nd->aux[k].shape[0] = n;
+  }
+  m->labels.shape[0] = n;
+  m->cur_n = n;
+}
+
+static int needs_scratch(const im_nn_model_t *m, int j) {
+  const im__nn_node_t *nd = &m->nodes[j];
+  if (nd->n_in == 0 || nd->op == IM__NN_ADD) return 0;
+  const im__nn_node_t *p = &m->nodes[nd->in[0]];
+  if (p->op == IM__NN_INPUT) return nd->op == IM__NN_BN || nd->op == IM__NN_LN;
+  return p->last_cons != j;
+}
+
+im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, int64_t img_h, int64_t img_w,
+                       int training) {
+  if (b) m->be = b;
+  if (!m->be) return im_error(IM_ERR_ARG, "im_nn_plan: no backend");
+  if (batch_size < 1 || batch_size > (1 << 20) || img_h < 1 || img_w < 1 || img_h > 65536 || img_w > 65536)
+    return im_error(IM_ERR_ARG, "im_nn_plan: batch %lld of %lldx%lld is out of range", (long long)batch_size,
+                    (long long)img_h, (long long)img_w);
+  im__nn_plan_free(m);
+  m->plan_batch = batch_size;
+  m->plan_c = m->opts.in_channels;
+  m->plan_h = img_h;
+  m->plan_w = img_w;
+  m->plan_training = training ? 1 : 0;
+  const int n = (int)m->n_nodes, T = training ? 2 * n : n;
+  im_status_t st = IM_OK;
+
+  /* Shapes and consumers. */
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    nd->n_cons = 0;
+    nd->last_cons = -1;
+    nd->inplace = 0;
+    nd->buf_out = nd->buf_grad = nd->buf_aux[0] = nd->buf_aux[1] = nd->buf_scratch = -1;
+    if ((st = im__nn_layer_shape(m, nd)) != IM_OK) return st;
+    for (int k = 0; k < nd->n_in; k++) {
+      im__nn_node_t *p = &m->nodes[nd->in[k]];
+      p->n_cons++;
+      p->last_cons = i;
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    if (nd->n_in == 0 || !im__nn_op_inplace_ok(nd->op, training)) continue;
+    const im__nn_node_t *p = &m->nodes[nd->in[0]];
+    if (p->op == IM__NN_INPUT || p->n_cons != 1) continue;
+    if (training && im__nn_op_bwd_needs_output(p->op)) continue;
+    if (nd->op == IM__NN_ADD && nd->in[1] == nd->in[0]) continue;
+    nd->inplace = 1;
+  }
+
+  pbufs_t pb = {0};
+#define NEWBUF(bytes, first, last) new_buf(&pb, (bytes), (first), (last))
+  /* Activations and saved tensors. */
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    if (nd->inplace) {
+      nd->buf_out = m->nodes[nd->in[0]].buf_out;
+      extend(&pb, nd->buf_out, i);
+    } else {
+      nd->buf_out = NEWBUF(tensor_bytes(IM_F32, nd->ndim, nd->shape), i, i);
+    }
+    for (int k = 0; k < nd->n_in; k++) extend(&pb, m->nodes[nd->in[k]].buf_out, i);
+    if (training) {
+      if (im__nn_op_bwd_needs_input(nd->op)) extend(&pb, m->nodes[nd->in[0]].buf_out, 2 * n - i);
+      if (im__nn_op_bwd_needs_output(nd->op)) extend(&pb, nd->buf_out, 2 * n - i);
+    }
+    im_dtype_t dt[2];
+    int nd_[2], batched[2];
+    int64_t sh[2][4];
+    int na = im__nn_layer_aux(m, nd, training, dt, nd_, sh, batched);
+    for (int k = 0; k < na; k++)
+      nd->buf_aux[k] = NEWBUF(tensor_bytes(dt[k], nd_[k], sh[k]), i, training ? 2 * n - i : i);
+  }
+  extend(&pb, m->nodes[n - 1].buf_out, T); /* the logits stay readable to the end */
+  const int buf_labels = NEWBUF(sizeof(int32_t) * (size_t)batch_size, n, n);
+  const int buf_loss = NEWBUF(sizeof(float), n, n);
+  /* Gradients (training), last node first. */
+  if (training) {
+    for (int i = n - 1; i >= 1; i--) {
+      im__nn_node_t *nd = &m->nodes[i];
+      if (i != n - 1 && nd->last_cons < 0) {
+        st = im_error(IM_ERR_INTERNAL, "layer %d has no consumer", i);
+        goto fail;
+      }
+      const int first = i == n - 1 ? n : 2 * n - nd->last_cons, last = 2 * n - i;
+      const im__nn_node_t *c = i == n - 1 ? NULL : &m->nodes[nd->last_cons];
+      if (c && c->inplace && c->in[0] == i) {
+        nd->buf_grad = c->buf_grad;
+        extend(&pb, nd->buf_grad, first);
+        extend(&pb, nd->buf_grad, last);
+      } else {
+        nd->buf_grad = NEWBUF(tensor_bytes(IM_F32, nd->ndim, nd->shape), first, last);
+      }
+    }
+    for (int j = 1; j < n; j++) {
+      im__nn_node_t *nd = &m->nodes[j];
+      if (needs_scratch(m, j)) {
+        const im__nn_node_t *p = &m->nodes[nd->in[0]];
+        nd->buf_scratch = NEWBUF(tensor_bytes(IM_F32, p->ndim, p->shape), 2 * n - j, 2 * n - j);
+      }
+    }
+  }
+#undef NEWBUF
+  if (pb.oom) {
+    st = im_error(IM_ERR_NOMEM, "out of memory planning");
+    goto fail;
+  }
+  size_t unshared = 0;
+  for (size_t i = 0; i < pb.n; i++) unshared += pb.b[i].bytes;
+  size_t total = place(&pb);
+  if (!total) {
+    st = im_error(IM_ERR_NOMEM, "out of memory planning");
+    goto fail;
+  }
+  /* One block, reserved once. */
+  if ((st = im_arena_new(total, &m->arena)) != IM_OK) goto fail;
+  void *base;
+  if ((st = im_arena_alloc(m->arena, total, &base)) != IM_OK) goto fail;
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    view(&nd->out, base, &pb, nd->buf_out, IM_F32, nd->ndim, nd->shape);
+    view(&nd->grad, base, &pb, nd->buf_grad, IM_F32, nd->ndim, nd->shape);
+    if (nd->buf_scratch >= 0) {
+      const im__nn_node_t *p = &m->nodes[nd->in[0]];
+      view(&nd->scratch, base, &pb, nd->buf_scratch, IM_F32, p->ndim, p->shape);
+    } else {
+      memset(&nd->scratch, 0, sizeof nd->scratch);
+    }
+    im_dtype_t dt[2];
+    int nd_[2], batched[2];
+    int64_t sh[2][4];
+    int na = im__nn_layer_aux(m, nd, training, dt, nd_, sh, batched);
+    for (int k = 0; k < 2; k++) {
+      if (k < na) {
+        view(&nd->aux[k], base, &pb, nd->buf_aux[k], dt[k], nd_[k], sh[k]);
+        nd->aux_batched[k] = batched[k];
+      } else {
+        memset(&nd->aux[k], 0, sizeof nd->aux[k]);
+        nd->aux_batched[k] = 0;
+      }
+    }
+  }
+  view(&m->labels, base, &pb, buf_labels, IM_I32, 1, (int64_t[]){batch_size});
+  view(&m->loss, base, &pb, buf_loss, IM_F32, 1, (int64_t[]){1});
+  m->cur_n = batch_size;
+  m->plan_bytes = total;
+  m->plan_bytes_unshared = unshared;
+  m->planned = 1;
+  im_free(pb.b);
+  return IM_OK;
+fail:
+  im_free(pb.b);
+  im__nn_plan_free(m);
+  return st;
+}
+
+size_t im_nn_plan_bytes(const im_nn_model_t *m) { return m->plan_bytes; }
+size_t im_nn_plan_bytes_unshared(const im_nn_model_t *m) { return m->plan_bytes_unshared; }
