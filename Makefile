@@ -76,7 +76,6 @@ demo: build
 	echo "Next stages (train, track, serve, pipeline) arrive with their issues."
 
 bench: build
-	IMOPS_BENCH_DEPS=1 scripts/install-deps.sh
 	bench/preprocess/run.sh
 
 clean:

@@ -12,11 +12,8 @@ PKGS=(
   libcmocka-dev
   python3 python3-venv python3-pip python3-pytest python3-numpy python3-pil
   dataset-fashion-mnist
+  python3-torch python3-torchvision
 )
-# Peers for the benchmarks (PyTorch/torchvision) are only needed by `make bench`.
-if [ "${IMOPS_BENCH_DEPS:-0}" = 1 ]; then
-  PKGS+=(python3-torch python3-torchvision)
-fi
 
 missing=()
 for p in "${PKGS[@]}"; do
