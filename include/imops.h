@@ -9,4 +9,6 @@
 #include "imops/tensor.h"
 #include "imops/backend.h"
 #include "imops/track.h"
+#include "imops/nn.h"
+#include "imops/http.h"
 #endif
