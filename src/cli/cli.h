@@ -61,5 +61,6 @@ int cli_preprocess(int argc, char **argv);
 int cli_experiments(int argc, char **argv);
 int cli_runs(int argc, char **argv);
 int cli_models(int argc, char **argv);
+int cli_server(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static const cli_command_t commands[] = {
     {"experiments", "list, create and delete experiments (tracking store)", cli_experiments},
     {"runs", "list, show, compare and delete tracked runs", cli_runs},
     {"models", "the model registry: register, versions, aliases, stages", cli_models},
+    {"server", "tracking + registry server: the MLflow REST API and artifact proxy", cli_server},
     {"version", "print the version", cli_version},
 };
 
