@@ -19,7 +19,7 @@
 #define IM__TRK_STATE "INVALID_STATE"
 #define IM__TRK_INTERNAL "INTERNAL_ERROR"
 
-#define IM__TRK_NCACHE 48
+#define IM__TRK_NCACHE 160 /* above the number of distinct SQL texts in src/track (about 75) */
 
 struct im_track_store {
   sqlite3 *db;

@@ -81,6 +81,19 @@ static im_status_t set_location(im_track_store_t *s, im_track_uri_t *u, const ch
     if (*p != '/') return fail(s, IM_ERR_ARG, "file URI '%s' needs an absolute path (file:///path)%s", uri, NULL);
     u->location = pct_decode(p);
     u->is_local = 1;
+  } else if (s && has_prefix(uri, "mlflow-artifacts:")) {
+    /* Served by `imops server` from this workspace's artifact folder (its default
+     * --artifacts-destination): mlflow-artifacts:/<exp>/<run>/... is <home>/artifacts/<exp>/<run>/... */
+    const char *p = uri + strlen("mlflow-artifacts:");
+    while (*p == '/') p++;
+    if (strstr(p, "..")) return fail(s, IM_ERR_ARG, "artifact URI '%s' leaves the artifact folder%s", uri, NULL);
+    char *dec = pct_decode(p);
+    if (!dec) return IM__TRK_NOMEM(s);
+    size_t n = strlen(s->home) + strlen(dec) + 16;
+    u->location = im_malloc(n);
+    if (u->location) snprintf(u->location, n, "%s/artifacts/%s", s->home, dec);
+    im_free(dec);
+    u->is_local = 1;
   } else if (has_scheme(uri)) {
     u->location = im_strdup(uri);
     u->is_local = 0;

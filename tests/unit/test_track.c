@@ -823,6 +823,15 @@ static void test_uri_resolve(void **state) {
   assert_string_equal(u->run_id, run);
   im_track_uri_free(u);
 
+  /* artifacts served by `imops server` from this workspace are local files */
+  OK(im_track_resolve_uri(s, "mlflow-artifacts:/0/abc/artifacts/model", &u));
+  char served[4096];
+  snprintf(served, sizeof served, "%s/artifacts/0/abc/artifacts/model", im_track_home(s));
+  assert_string_equal(u->location, served);
+  assert_int_equal(u->is_local, 1);
+  im_track_uri_free(u);
+  assert_int_equal(im_track_resolve_uri(s, "mlflow-artifacts:/0/../../etc", &u), IM_ERR_ARG);
+
   /* registry forms; version 1's source is a runs:/ URI, resolved through the run */
   OK(im_track_model_create(s, "surface", NULL, NULL, 0, NULL));
   im_track_model_version_create_t v1 = {.name = "surface", .source = uri, .run_id = run};
