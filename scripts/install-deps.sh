@@ -12,7 +12,7 @@ PKGS=(
   libcmocka-dev
   python3 python3-venv python3-pip python3-pytest python3-numpy python3-pil
   dataset-fashion-mnist
-  python3-torch python3-torchvision
+  python3-torch python3-torchvision python3-pandas
 )
 
 missing=()

@@ -120,4 +120,4 @@ def test_mlflow_reads_mlmodel(exported):
     mlflow_models = pytest.importorskip("mlflow.models")
     m = mlflow_models.Model.load(str(exported / "resnet18" / "MLmodel"))
     assert "imops" in m.flavors
-    assert m.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 3, 64, 64]
+    assert list(m.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 3, 64, 64]
