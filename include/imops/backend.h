@@ -81,6 +81,16 @@ const char *im_op_name(im_op_t op);
  * the fallback of host-memory backends for ops or shapes they do not
  * optimize. Free with im_backend_free. */
 IM_NODISCARD im_status_t im_backend_ref_new(im_backend_t **out);
+/** The fast CPU backend: oneDNN primitives (convolution, layer norm, average pooling,
+ * GELU), oneDNN's sgemm (linear) and OpenMP loops (batch norm, max pooling with torch's
+ * indices, ReLU and the other element-wise ops), on im_num_threads() threads
+ * (IMOPS_NUM_THREADS, else all online CPUs; the calling thread's OpenMP thread count is
+ * set to it).
+ * Ops and shapes it does not accelerate run the reference kernels. It caches the
+ * primitives of every (op, shape, parameters) it has seen and keeps one workspace
+ * (blocked copies of activations, oneDNN scratchpads) as large as the largest op
+ * needed; both live until im_backend_free. Free with im_backend_free. */
+IM_NODISCARD im_status_t im_backend_cpu_new(im_backend_t **out);
 /** Frees a backend of any kind. NULL is a no-op. */
 void im_backend_free(im_backend_t *b);
 /** "ref", "cpu", ...; static storage. */

@@ -1,0 +1,319 @@
+/* Pooling for the cpu backend. Max pooling is our own loop, because our
+ * indices are torch's (the argmax as h*W + w in its plane, first maximum in
+ * row-major window order, NaN wins) while oneDNN's workspace stores window
+ * offsets in its own layout, and oneDNN lets NaN lose and starts from
+ * -FLT_MAX rather than -inf. The loop runs over output rows on the OpenMP
+ * threads; windows inside the image go 16 columns at a time in AVX-512
+ * registers (strides 1 and 2, chosen at run time) or column-vectorised with
+ * selects, and the windows the image clips one by one. Average pooling runs on
+ * oneDNN's pooling primitive (floor mode: no window passes the padded image, so
+ * its divisors are torch's). Global average pooling is a plain loop per plane. */
+#include <math.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "backend/cpu/cpu.h"
+
+/* ---- max pooling ------------------------------------------------------------------------------------ */
+
+/* One output position by the reference rule (used for windows clipped by the image). */
+static void max_one(const float *xp, int64_t H, int64_t W, const im_pool2d_params_t *p, int64_t oh, int64_t ow,
+                    float *y, int32_t *idx) {
+  int64_t h0 = oh * p->stride_h - p->pad_h, w0 = ow * p->stride_w - p->pad_w;
+  const int64_t h1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+  const int64_t w1 = w0 + p->kernel_w < W ? w0 + p->kernel_w : W;
+  if (h0 < 0) h0 = 0;
+  if (w0 < 0) w0 = 0;
+  float best = -INFINITY;
+  int64_t arg = h0 * W + w0;
+  for (int64_t ih = h0; ih < h1; ih++)
+    for (int64_t iw = w0; iw < w1; iw++) {
+      const float v = xp[ih * W + iw];
+      if (v > best || isnan(v)) {
+        best = v;
+        arg = ih * W + iw;
+        if (isnan(v)) goto done;
+      }
+    }
+done:
+  *y = best;
+  if (idx) *idx = (int32_t)arg;
+}
+
+/* The update rule of the vectorised loops: take v when it is greater, or when it is NaN while the
+ * best so far is not (so the first NaN wins, as the reference's early exit). Selects, no branches. */
+#define MAX_UPD(v, b) (((v) > (b)) | (((v) != (v)) & ((b) == (b))))
+
+/* Interior columns [qa, qb) of an output row whose window rows are [h0, h1), the window walked in
+ * row-major order with the whole column range at once (accumulating in yr and ir). */
+static void max_cols(const float *xp, int64_t W, int64_t h0, int64_t h1, int64_t sw, int64_t pw, int64_t kw,
+                     int64_t qa, int64_t qb, float *yr, int32_t *ir) {
+  for (int64_t q = qa; q < qb; q++) yr[q] = -INFINITY;
+  if (ir) {
+    for (int64_t q = qa; q < qb; q++) ir[q] = (int32_t)(h0 * W + q * sw - pw);
+    for (int64_t ih = h0; ih < h1; ih++)
+      for (int64_t s = 0; s < kw; s++) {
+        const int64_t o = ih * W + s - pw; /* + q*sw >= 0 for interior columns */
+        for (int64_t q = qa; q < qb; q++) {
+          const float v = xp[o + q * sw], bst = yr[q];
+          const int upd = MAX_UPD(v, bst);
+          yr[q] = upd ? v : bst;
+          ir[q] = upd ? (int32_t)(o + q * sw) : ir[q];
+        }
+      }
+  } else {
+    for (int64_t ih = h0; ih < h1; ih++)
+      for (int64_t s = 0; s < kw; s++) {
+        const int64_t o = ih * W + s - pw;
+        for (int64_t q = qa; q < qb; q++) {
+          const float v = xp[o + q * sw], bst = yr[q];
+          yr[q] = MAX_UPD(v, bst) ? v : bst;
+        }
+      }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CPU_MAXPOOL_AVX512 1
+/* Interior columns [qa, qb) with stride sw of 1 or 2, 16 at a time in AVX-512 registers (the
+ * running maximum and its index stay in registers over the whole window), the last block masked.
+ * Stride 2 picks the even lanes of two loads; the loads are masked so that nothing past the
+ * block's last window column is read. */
+__attribute__((target("avx512f"))) static void max_cols_avx512(const float *xp, int64_t W, int64_t h0, int64_t h1,
+                                                              int64_t sw, int64_t pw, int64_t kw, int64_t qa,
+                                                              int64_t qb, float *yr, int32_t *ir) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i lane_s = sw == 1 ? lane : _mm512_slli_epi32(lane, 1);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t q = qa; q < qb; q += 16) {
+    const int n = qb - q < 16 ? (int)(qb - q) : 16;
+    const __mmask16 m = (__mmask16)((1u << n) - 1u);
+    /* Stride 2: the block's elements are o + 2j, j < n, that is o .. o + 2n - 2. */
+    const unsigned span = sw == 1 ? (unsigned)n : 2u * (unsigned)n - 1u;
+    const __mmask16 ma = (__mmask16)(span >= 16 ? 0xFFFFu : (1u << span) - 1u);
+    const __mmask16 mb = (__mmask16)(span > 16 ? (1u << (span - 16)) - 1u : 0u);
+    __m512 best = _mm512_set1_ps(-INFINITY);
+    __m512i arg = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(h0 * W + q * sw - pw)), lane_s);
+    for (int64_t ih = h0; ih < h1; ih++)
+      for (int64_t s = 0; s < kw; s++) {
+        const int64_t o = ih * W + q * sw + s - pw; /* >= 0: q is an interior column */
+        __m512 v = _mm512_maskz_loadu_ps(ma, xp + o);
+        if (sw == 2) v = _mm512_permutex2var_ps(v, even, _mm512_maskz_loadu_ps(mb, xp + o + 16));
+        const __mmask16 upd = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                              (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+        best = _mm512_mask_mov_ps(best, upd, v);
+        arg = _mm512_mask_mov_epi32(arg, upd, _mm512_add_epi32(_mm512_set1_epi32((int32_t)o), lane_s));
+      }
+    _mm512_mask_storeu_ps(yr + q, m, best);
+    if (ir) _mm512_mask_storeu_epi32(ir + q, m, arg);
+  }
+}
+#endif
+
+/* Output row oh of one plane: xp is the (H, W) plane, yr and ir (or NULL) the row's Q outputs.
+ * Columns q in [qlo, qhi) have windows inside the image horizontally: with AVX-512 and stride 1
+ * or 2 they go through max_cols_avx512, else through max_cols; columns whose windows the image
+ * clips go one by one. */
+static void max_row(const float *xp, int64_t H, int64_t W, const im_pool2d_params_t *p, int64_t oh, int64_t Q,
+                    int64_t qlo, int64_t qhi, int avx512, float *yr, int32_t *ir) {
+  for (int64_t q = 0; q < qlo; q++) max_one(xp, H, W, p, oh, q, &yr[q], ir ? &ir[q] : NULL);
+  for (int64_t q = qhi > qlo ? qhi : qlo; q < Q; q++) max_one(xp, H, W, p, oh, q, &yr[q], ir ? &ir[q] : NULL);
+  if (qhi <= qlo) return;
+  int64_t h0 = oh * p->stride_h - p->pad_h;
+  const int64_t h1 = h0 + p->kernel_h < H ? h0 + p->kernel_h : H;
+  if (h0 < 0) h0 = 0;
+  const int64_t sw = p->stride_w, pw = p->pad_w, kw = p->kernel_w;
+  int64_t q = qlo;
+#ifdef CPU_MAXPOOL_AVX512
+  if (avx512 && (sw == 1 || sw == 2)) {
+    max_cols_avx512(xp, W, h0, h1, sw, pw, kw, q, qhi, yr, ir);
+    q = qhi;
+  }
+#else
+  (void)avx512;
+#endif
+  if (q < qhi) max_cols(xp, W, h0, h1, sw, pw, kw, q, qhi, yr, ir);
+}
+
+/* x is (N, C, H, W); y is (N, C, P, Q), assigned; indices (N, C, P, Q) I32 or NULL, assigned:
+ * y = max over the window clipped to the image; indices = h*W + w of the first maximum in
+ * row-major window order (a NaN wins). Same results as the reference, bit for bit. */
+im_status_t im__cpu_maxpool2d_forward(im_backend_t *b, const im_pool2d_params_t *p, im__ct *x, im__t *y,
+                                      im__t *indices) {
+  const int64_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+  const int64_t P = y->shape[2], Q = y->shape[3];
+  if (NC == 0 || P == 0 || Q == 0) return IM_OK;
+  /* Interior columns: q*sw - pw >= 0 and q*sw - pw + kw <= W. */
+  int64_t qlo = (p->pad_w + p->stride_w - 1) / p->stride_w;
+  int64_t qhi = W + p->pad_w - p->kernel_w < 0 ? 0 : (W + p->pad_w - p->kernel_w) / p->stride_w + 1;
+  if (qlo > Q) qlo = Q;
+  if (qhi > Q) qhi = Q;
+  const float *xd = x->data;
+  float *yd = y->data;
+  int32_t *id = indices ? indices->data : NULL;
+  const int64_t rows = NC * P;
+#ifdef CPU_MAXPOOL_AVX512
+  const int avx512 = __builtin_cpu_supports("avx512f");
+#else
+  const int avx512 = 0;
+#endif
+  const int nt_ = im__cpu_ctx(b)->nthreads, par_ = NC * H * W > CPU_PAR_MIN;
+  (void)nt_;
+  (void)par_;
+  CPU_OMP_FOR
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t pl = r / P, oh = r % P;
+    max_row(xd + pl * H * W, H, W, p, oh, Q, qlo, qhi, avx512, yd + r * Q, id ? id + r * Q : NULL);
+  }
+  return IM_OK;
+}
+
+/* dy, indices are (N, C, P, Q); dx is (N, C, H, W), assigned: each plane zeroed, then
+ * dx[n,c][indices[n,c,p,q]] += dy[n,c,p,q] (planes in parallel; indices stay in their plane). */
+im_status_t im__cpu_maxpool2d_backward(im_backend_t *b, const im_pool2d_params_t *p, im__ct *dy, im__ct *indices,
+                                       im__t *dx) {
+  const int64_t NC = dx->shape[0] * dx->shape[1], HW = dx->shape[2] * dx->shape[3];
+  const int64_t PQ = dy->shape[2] * dy->shape[3];
+  const float *dyd = dy->data;
+  const int32_t *id = indices->data;
+  float *dxd = dx->data;
+  const int nt_ = im__cpu_ctx(b)->nthreads, par_ = NC * HW > CPU_PAR_MIN;
+  (void)nt_;
+  (void)par_;
+  CPU_OMP_FOR
+  for (int64_t pl = 0; pl < NC; pl++) {
+    float *dp = dxd + pl * HW;
+    const float *g = dyd + pl * PQ;
+    const int32_t *ip = id + pl * PQ;
+    memset(dp, 0, (size_t)HW * sizeof *dp);
+    for (int64_t i = 0; i < PQ; i++) dp[ip[i]] += g[i];
+  }
+  return IM_OK;
+}
+
+/* ---- average pooling on oneDNN ------------------------------------------------------------------------- */
+
+static void pool_key(cpu_key_t *k, im_op_t op, const im_pool2d_params_t *p, const int64_t *xs) {
+  memset(k, 0, sizeof *k);
+  k->op = (int32_t)op;
+  const int64_t v[] = {xs[0],       xs[1],       xs[2],    xs[3],    p->kernel_h,    p->kernel_w,
+                       p->stride_h, p->stride_w, p->pad_h, p->pad_w, p->exclude_pad};
+  memcpy(k->v, v, sizeof v);
+}
+
+/* The forward descriptor on the public NCHW layouts (x [N,C,H,W], y [N,C,P,Q]). */
+static dnnl_status_t avg_fwd_desc(dnnl_pooling_v2_desc_t *d, const im_pool2d_params_t *p, const dnnl_memory_desc_t *x,
+                                  const dnnl_memory_desc_t *y) {
+  const dnnl_dims_t str = {p->stride_h, p->stride_w}, ker = {p->kernel_h, p->kernel_w}, dil = {0, 0},
+                    pad = {p->pad_h, p->pad_w};
+  const dnnl_alg_kind_t alg = p->exclude_pad ? dnnl_pooling_avg_exclude_padding : dnnl_pooling_avg_include_padding;
+  return dnnl_pooling_v2_forward_desc_init(d, dnnl_forward_training, alg, x, y, str, ker, dil, pad, pad);
+}
+
+/* x is (N, C, H, W); y is (N, C, P, Q), assigned: the window's sum (clipped to the image) divided by
+ * the window size (count_include_pad) or by the number of its elements inside the image (exclude_pad). */
+im_status_t im__cpu_avgpool2d_forward(im_backend_t *b, const im_pool2d_params_t *p, im__ct *x, im__t *y) {
+  const im_tensor_t *all[] = {x, y};
+  if (im__cpu_any_empty(2, all)) return IM_ERR_UNSUPPORTED;
+  cpu_ctx_t *c = im__cpu_ctx(b);
+  cpu_key_t k;
+  pool_key(&k, IM_OP_AVGPOOL2D_FORWARD, p, x->shape);
+  cpu_build_t bld;
+  cpu_plan_t *pl;
+  im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
+  if (st != IM_OK) return st;
+  if (!pl) {
+    dnnl_memory_desc_t xm, ym;
+    im__cpu_md(&xm, 4, x->shape, dnnl_nchw);
+    im__cpu_md(&ym, 4, y->shape, dnnl_nchw);
+    dnnl_pooling_v2_desc_t d;
+    dnnl_status_t s = avg_fwd_desc(&d, p, &xm, &ym);
+    if (s != dnnl_success) bld.st = im__cpu_dnnl_error(s, "pooling descriptor");
+    dnnl_primitive_desc_t pd = im__cpu_pd(&bld, &d, NULL, 0);
+    const int args[2] = {DNNL_ARG_SRC, DNNL_ARG_DST};
+    const int mems[2] = {im__cpu_mem_user(&bld, &xm, 0), im__cpu_mem_user(&bld, &ym, 1)};
+    im__cpu_step(&bld, pd, 2, args, mems, 1);
+    st = im__cpu_plan_finish(&bld, &pl);
+    if (st != IM_OK) return st;
+  }
+  if (pl->unsupported) return IM_ERR_UNSUPPORTED;
+  void *const user[2] = {x->data, y->data};
+  return im__cpu_plan_run(c, pl, user);
+}
+
+/* dy is (N, C, P, Q); dx is (N, C, H, W), assigned: each dy spread evenly over its window's
+ * in-image elements with the forward's divisor. */
+im_status_t im__cpu_avgpool2d_backward(im_backend_t *b, const im_pool2d_params_t *p, im__ct *dy, im__t *dx) {
+  const im_tensor_t *all[] = {dy, dx};
+  if (im__cpu_any_empty(2, all)) return IM_ERR_UNSUPPORTED;
+  cpu_ctx_t *c = im__cpu_ctx(b);
+  cpu_key_t k;
+  pool_key(&k, IM_OP_AVGPOOL2D_BACKWARD, p, dx->shape);
+  cpu_build_t bld;
+  cpu_plan_t *pl;
+  im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
+  if (st != IM_OK) return st;
+  if (!pl) {
+    dnnl_memory_desc_t xm, ym;
+    im__cpu_md(&xm, 4, dx->shape, dnnl_nchw);
+    im__cpu_md(&ym, 4, dy->shape, dnnl_nchw);
+    dnnl_pooling_v2_desc_t fd, d;
+    const dnnl_dims_t str = {p->stride_h, p->stride_w}, ker = {p->kernel_h, p->kernel_w}, dil = {0, 0},
+                      pad = {p->pad_h, p->pad_w};
+    const dnnl_alg_kind_t alg = p->exclude_pad ? dnnl_pooling_avg_exclude_padding : dnnl_pooling_avg_include_padding;
+    dnnl_status_t s = avg_fwd_desc(&fd, p, &xm, &ym);
+    if (s == dnnl_success) s = dnnl_pooling_v2_backward_desc_init(&d, alg, &xm, &ym, str, ker, dil, pad, pad);
+    if (s != dnnl_success) bld.st = im__cpu_dnnl_error(s, "pooling backward descriptor");
+    dnnl_primitive_desc_t hint = im__cpu_pd(&bld, &fd, NULL, 0);
+    dnnl_primitive_desc_t pd = im__cpu_pd(&bld, &d, hint, 0);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    const int args[2] = {DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC};
+    const int mems[2] = {im__cpu_mem_user(&bld, &ym, 0), im__cpu_mem_user(&bld, &xm, 1)};
+    im__cpu_step(&bld, pd, 2, args, mems, 1);
+    st = im__cpu_plan_finish(&bld, &pl);
+    if (st != IM_OK) return st;
+  }
+  if (pl->unsupported) return IM_ERR_UNSUPPORTED;
+  void *const user[2] = {dy->data, dx->data};
+  return im__cpu_plan_run(c, pl, user);
+}
+
+/* ---- global average pooling ------------------------------------------------------------------------------ */
+
+/* x is (N, C, H, W); y has N*C elements ([N,C] or [N,C,1,1]), assigned: each plane's mean
+ * (summed in double, as the reference). */
+im_status_t im__cpu_global_avgpool_forward(im_backend_t *b, im__ct *x, im__t *y) {
+  const int64_t NC = x->shape[0] * x->shape[1], HW = x->shape[2] * x->shape[3];
+  const float *xd = x->data;
+  float *yd = y->data;
+  const int nt_ = im__cpu_ctx(b)->nthreads, par_ = NC * HW > CPU_PAR_MIN;
+  (void)nt_;
+  (void)par_;
+  CPU_OMP_FOR
+  for (int64_t pl = 0; pl < NC; pl++) {
+    const float *xp = xd + pl * HW;
+    double acc = 0.0;
+    for (int64_t i = 0; i < HW; i++) acc += xp[i];
+    yd[pl] = (float)(acc / (double)HW);
+  }
+  return IM_OK;
+}
+
+/* dy has N*C elements; dx is (N, C, H, W), assigned: dx[n,c,i,j] = dy[n,c] / (H W). */
+im_status_t im__cpu_global_avgpool_backward(im_backend_t *b, im__ct *dy, im__t *dx) {
+  const int64_t NC = dx->shape[0] * dx->shape[1], HW = dx->shape[2] * dx->shape[3];
+  const float *dyd = dy->data;
+  float *dxd = dx->data;
+  const int nt_ = im__cpu_ctx(b)->nthreads, par_ = NC * HW > CPU_PAR_MIN;
+  (void)nt_;
+  (void)par_;
+  CPU_OMP_FOR
+  for (int64_t pl = 0; pl < NC; pl++) {
+    const float g = (float)((double)dyd[pl] / (double)HW);
+    float *dp = dxd + pl * HW;
+    for (int64_t i = 0; i < HW; i++) dp[i] = g;
+  }
+  return IM_OK;
+}
