@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config clang
+  build-essential cmake pkg-config clang libomp-dev
   libturbojpeg0-dev libjpeg-dev libpng-dev zlib1g-dev
   libjansson-dev libyaml-dev libsqlite3-dev
   libmicrohttpd-dev libcurl4-openssl-dev
