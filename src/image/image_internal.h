@@ -16,7 +16,7 @@
 /* Hot loops get an AVX2 clone chosen at load time (GCC on x86-64); the default
  * clone runs everywhere else. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define IM_IMAGE__CLONES __attribute__((target_clones("avx2", "default")))
+#define IM_IMAGE__CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define IM_IMAGE__CLONES
 #endif
