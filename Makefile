@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 FUZZ_SECONDS ?= 20
 DEMO_DIR ?= demo-data/surface
 DEMO_COUNT ?= 2000
+DEMO_EPOCHS ?= 5
 
 .PHONY: all deps build asan fuzz venv test unit unit-asan fuzz-smoke integration demo bench clean
 
@@ -73,7 +74,18 @@ demo: build
 	$(BUILD)/imops preprocess --data $(DEMO_DIR) --img-size 112; \
 	echo; echo "mean-std.txt:"; cat $(DEMO_DIR)/mean-std.txt; \
 	echo; echo "contact sheet: $(DEMO_DIR)/contact-sheet.png"; \
-	echo "Next stages (train, track, serve, pipeline) arrive with their issues."
+	echo "== imops train (surfacenet, $(DEMO_EPOCHS) epochs; tracked in $${IMOPS_HOME:-./imops-workspace})"; \
+	$(BUILD)/imops train --data $(DEMO_DIR) --model surfacenet --epochs $(DEMO_EPOCHS) --batch-size 32 \
+	  --optimizer adam --lr 0.003 --weight-decay 0 --experiment demo --json > $(DEMO_DIR)/../train.json; \
+	run=$$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' $(DEMO_DIR)/../train.json); \
+	echo "run $$run"; \
+	echo "== imops test (test split)"; \
+	$(BUILD)/imops test --model runs:/$$run/model --data $(DEMO_DIR); \
+	echo "== imops models register"; \
+	$(BUILD)/imops models register $$run surface; \
+	echo "== imops predict"; \
+	$(BUILD)/imops predict --model models:/surface/latest $(DEMO_DIR)/Positive/00001.jpg $(DEMO_DIR)/Negative/00001.jpg; \
+	echo "Next stages (serve, pipeline) arrive with their issues."
 
 bench: build
 	bench/preprocess/run.sh

@@ -10,5 +10,6 @@
 #include "imops/backend.h"
 #include "imops/track.h"
 #include "imops/nn.h"
+#include "imops/train.h"
 #include "imops/http.h"
 #endif

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-COMMANDS = ["datagen", "dataset", "preprocess", "experiments", "runs", "models", "version"]
+COMMANDS = ["datagen", "dataset", "preprocess", "train", "test", "predict", "experiments", "runs", "models", "server", "version"]
 
 
 def test_top_level_help(imops):
