@@ -377,11 +377,13 @@ static void crack(ws_t *w, im_rng_t *r, crack_ctx_t *cc, int thin) {
   float x = urange(r, 0.2f, 0.8f) * S, y = urange(r, 0.2f, 0.8f) * S;
   float th = urange(r, 0.0f, 6.2831853f);
   float hw;
-  if (thin || chance(r, 0.3f))
-    hw = urange(r, 0.3f, 0.7f); /* hairline */
+  /* The main crack is seldom a hairline (as in the real set, where most cracks are
+   * plainly visible); secondary cracks often are. */
+  if (thin || chance(r, 0.08f))
+    hw = urange(r, 0.45f, 0.8f); /* hairline */
   else
-    hw = lurange(r, 0.7f, 2.6f);
-  float depth = hw < 0.7f ? urange(r, 0.55f, 0.9f) : urange(r, 0.45f, 0.85f);
+    hw = lurange(r, 0.8f, 2.6f);
+  float depth = hw < 0.8f ? urange(r, 0.7f, 0.95f) : urange(r, 0.5f, 0.85f);
   float pb = chance(r, 0.45f) ? 0.0f : urange(r, 0.004f, 0.03f);
   /* most cracks run right across the patch; some end inside it */
   int ends_a = chance(r, 0.25f), ends_b = chance(r, 0.25f);
