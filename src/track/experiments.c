@@ -232,6 +232,9 @@ static const char *view_sql(im_track_view_t view) {
   }
 }
 
+/* im__trk_fill_fn for experiment searches. */
+static im_status_t experiment_fill(im_track_store_t *s, sqlite3_stmt *st, void *item) { return load_row(s, st, item); }
+
 static im_status_t experiment_search_snap(im_track_store_t *s, im_track_view_t view, const im_track_search_t *q,
                                           im_track_experiment_list_t **out) {
   if (!s || !out) return im_error(IM_ERR_ARG, "im_track_experiment_search: NULL argument");
@@ -260,26 +263,10 @@ static im_status_t experiment_search_snap(im_track_store_t *s, im_track_view_t v
   if (r == IM_OK) r = im__sql_bind(s, &order, st, next, &next);
   if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
   if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
-  int64_t cap = 0;
-  int row = 0;
-  while (r == IM_OK && (r = im__trk_step(s, st, &row)) == IM_OK && row) {
-    if (l->n == limit) {
-      if (!(l->next_page_token = im__trk_page_token(offset + limit))) r = IM__TRK_NOMEM(s);
-      break;
-    }
-    if (l->n == cap) {
-      int64_t nc = cap ? cap * 2 : 16;
-      im_track_experiment_t *ni = im_realloc(l->items, (size_t)nc * sizeof *ni);
-      if (!ni) {
-        r = IM__TRK_NOMEM(s);
-        break;
-      }
-      l->items = ni;
-      cap = nc;
-    }
-    memset(&l->items[l->n], 0, sizeof l->items[0]);
-    r = load_row(s, st, &l->items[l->n]);
-    l->n++;
+  if (r == IM_OK) {
+    void *items = NULL;
+    r = im__trk_collect_page(s, st, limit, offset, sizeof(im_track_experiment_t), experiment_fill, &items, &l->n, &l->next_page_token);
+    l->items = items;
   }
   sqlite3_finalize(st);
   im_buf_free(&sql);

@@ -426,6 +426,14 @@ static im_status_t model_get_snap(im_track_store_t *s, const char *name, im_trac
   return r;
 }
 
+/* im__trk_fill_fn for registered model searches (the row holds the model's key). */
+static im_status_t model_fill_row(im_track_store_t *s, sqlite3_stmt *st, void *item) {
+  return model_fill(s, sqlite3_column_int64(st, 0), item);
+}
+
+/* im__trk_fill_fn for model version searches. */
+static im_status_t version_fill(im_track_store_t *s, sqlite3_stmt *st, void *item) { return version_row(s, st, item); }
+
 static im_status_t model_search_snap(im_track_store_t *s, const im_track_search_t *q, im_track_model_list_t **out) {
   if (!s || !out) return im_error(IM_ERR_ARG, "im_track_model_search: NULL argument");
   *out = NULL;
@@ -448,26 +456,10 @@ static im_status_t model_search_snap(im_track_store_t *s, const im_track_search_
   if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
   im_track_model_list_t *l = NULL;
   if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
-  int64_t cap = 0;
-  int row = 0;
-  while (r == IM_OK && (r = im__trk_step(s, st, &row)) == IM_OK && row) {
-    if (l->n == limit) {
-      if (!(l->next_page_token = im__trk_page_token(offset + limit))) r = IM__TRK_NOMEM(s);
-      break;
-    }
-    if (l->n == cap) {
-      int64_t nc = cap ? cap * 2 : 16;
-      im_track_model_t *ni = im_realloc(l->items, (size_t)nc * sizeof *ni);
-      if (!ni) {
-        r = IM__TRK_NOMEM(s);
-        break;
-      }
-      l->items = ni;
-      cap = nc;
-    }
-    im_track_model_t *m = &l->items[l->n++];
-    memset(m, 0, sizeof *m);
-    r = model_fill(s, sqlite3_column_int64(st, 0), m);
+  if (r == IM_OK) {
+    void *items = NULL;
+    r = im__trk_collect_page(s, st, limit, offset, sizeof(im_track_model_t), model_fill_row, &items, &l->n, &l->next_page_token);
+    l->items = items;
   }
   sqlite3_finalize(st);
   im_buf_free(&sql);
@@ -636,26 +628,10 @@ static im_status_t model_version_search_snap(im_track_store_t *s, const im_track
   if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
   im_track_model_version_list_t *l = NULL;
   if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
-  int64_t cap = 0;
-  int row = 0;
-  while (r == IM_OK && (r = im__trk_step(s, st, &row)) == IM_OK && row) {
-    if (l->n == limit) {
-      if (!(l->next_page_token = im__trk_page_token(offset + limit))) r = IM__TRK_NOMEM(s);
-      break;
-    }
-    if (l->n == cap) {
-      int64_t nc = cap ? cap * 2 : 16;
-      im_track_model_version_t *ni = im_realloc(l->items, (size_t)nc * sizeof *ni);
-      if (!ni) {
-        r = IM__TRK_NOMEM(s);
-        break;
-      }
-      l->items = ni;
-      cap = nc;
-    }
-    im_track_model_version_t *v = &l->items[l->n++];
-    memset(v, 0, sizeof *v);
-    r = version_row(s, st, v);
+  if (r == IM_OK) {
+    void *items = NULL;
+    r = im__trk_collect_page(s, st, limit, offset, sizeof(im_track_model_version_t), version_fill, &items, &l->n, &l->next_page_token);
+    l->items = items;
   }
   sqlite3_finalize(st);
   im_buf_free(&sql);

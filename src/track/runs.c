@@ -373,6 +373,13 @@ im_status_t im_track_run_delete_tag(im_track_store_t *s, const char *run_id, con
 }
 
 /* ---- search ---------------------------------------------------------------------------- */
+/* im__trk_fill_fn for run searches: the info from the row, then params, metrics and tags. */
+static im_status_t run_fill(im_track_store_t *s, sqlite3_stmt *st, void *item) {
+  int64_t pk = 0;
+  im_status_t r = load_info(s, st, item, &pk);
+  return r == IM_OK ? load_data(s, pk, item) : r;
+}
+
 static im_status_t run_search_snap(im_track_store_t *s, const char *const *experiment_ids, int n_experiment_ids,
                                    im_track_view_t view, const im_track_search_t *q, im_track_run_list_t **out) {
   if (!s || !out) return im_error(IM_ERR_ARG, "im_track_run_search: NULL argument");
@@ -418,28 +425,10 @@ static im_status_t run_search_snap(im_track_store_t *s, const char *const *exper
   if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
   im_track_run_list_t *l = NULL;
   if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
-  int64_t cap = 0;
-  int row = 0;
-  while (r == IM_OK && (r = im__trk_step(s, st, &row)) == IM_OK && row) {
-    if (l->n == limit) {
-      if (!(l->next_page_token = im__trk_page_token(offset + limit))) r = IM__TRK_NOMEM(s);
-      break;
-    }
-    if (l->n == cap) {
-      int64_t nc = cap ? cap * 2 : 16;
-      im_track_run_t *ni = im_realloc(l->items, (size_t)nc * sizeof *ni);
-      if (!ni) {
-        r = IM__TRK_NOMEM(s);
-        break;
-      }
-      l->items = ni;
-      cap = nc;
-    }
-    im_track_run_t *run = &l->items[l->n++];
-    memset(run, 0, sizeof *run);
-    int64_t pk = 0;
-    r = load_info(s, st, run, &pk);
-    if (r == IM_OK) r = load_data(s, pk, run);
+  if (r == IM_OK) {
+    void *items = NULL;
+    r = im__trk_collect_page(s, st, limit, offset, sizeof(im_track_run_t), run_fill, &items, &l->n, &l->next_page_token);
+    l->items = items;
   }
   sqlite3_finalize(st);
   im_buf_free(&sql);

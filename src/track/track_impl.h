@@ -102,6 +102,14 @@ void im__trk_tags_free(im_track_tag_t *t, int n);
 im_status_t im__trk_load_tags(im_track_store_t *s, sqlite3_stmt *st, im_track_tag_t **out, int *n);
 /** Page tokens: base64 of {"offset": N}. */
 char *im__trk_page_token(int64_t offset);
+/** Fills one zeroed list item from the current row of a search statement. */
+typedef im_status_t (*im__trk_fill_fn)(im_track_store_t *s, sqlite3_stmt *st, void *item);
+/** Steps a search statement bound with LIMIT limit + 1 OFFSET offset: each row
+ * fills a zeroed item of item_size in the growing array *items (counted in *n
+ * before it is filled, so the list's free releases a half-filled one); a row
+ * beyond limit means another page, whose token goes to *next_token. */
+im_status_t im__trk_collect_page(im_track_store_t *s, sqlite3_stmt *st, int64_t limit, int64_t offset,
+                                 size_t item_size, im__trk_fill_fn fill, void **items, int64_t *n, char **next_token);
 im_status_t im__trk_parse_page_token(im_track_store_t *s, const char *tok, int64_t *offset);
 
 /* ---- entity internals shared between files ------------------------------------------ */

@@ -228,3 +228,27 @@ im_status_t im__trk_parse_page_token(im_track_store_t *s, const char *tok, int64
 bad:
   return im__trk_fail(s, IM_ERR_ARG, IM__TRK_INVALID, "invalid page token '%.60s'", tok);
 }
+
+im_status_t im__trk_collect_page(im_track_store_t *s, sqlite3_stmt *st, int64_t limit, int64_t offset,
+                                 size_t item_size, im__trk_fill_fn fill, void **items, int64_t *n, char **next_token) {
+  im_status_t r = IM_OK;
+  int64_t cap = 0;
+  int row = 0;
+  while ((r = im__trk_step(s, st, &row)) == IM_OK && row) {
+    if (*n == limit) {
+      if (!(*next_token = im__trk_page_token(offset + limit))) r = IM__TRK_NOMEM(s);
+      break;
+    }
+    if (*n == cap) {
+      int64_t nc = cap ? cap * 2 : 16;
+      char *ni = im_realloc(*items, (size_t)nc * item_size);
+      if (!ni) return IM__TRK_NOMEM(s);
+      *items = ni;
+      cap = nc;
+    }
+    void *item = (char *)*items + (size_t)(*n)++ * item_size;
+    memset(item, 0, item_size);
+    if ((r = fill(s, st, item)) != IM_OK) break;
+  }
+  return r;
+}
