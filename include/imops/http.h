@@ -152,14 +152,30 @@ typedef struct {
   im_http_handler_fn fallback; /* requests no route matches (NULL: 404 empty body, or 405 with
                                   Allow when the path has routes for other methods) */
   void *fallback_user;
+  im_http_handler_fn gate;     /* called once a routed request's headers are in, before its body
+                                  is read (NULL: none). Returning IM_OK without setting a status
+                                  lets the request through; setting a status, or failing (answered
+                                  as a handler failure is), refuses it at once: the body is never
+                                  read and the connection is closed (e.g. a missing token on a
+                                  large upload). The body is not available to the gate. */
+  void *gate_user;
   im_http_hook_fn on_start;  /* once the headers of a request are in (may be NULL) */
   im_http_hook_fn on_end;    /* after each request that on_start saw, with status, duration,
                                 bytes (may be NULL); on_end follows on_start exactly once */
   void *hook_user;
+  int error_style;           /* the server's own errors (413, malformed, a handler failing without
+                                answering): 0 {"error_code": ..., "message": ...} (MLflow's shape),
+                                1 {"error": message} (the model server's shape) */
 } im_http_server_opts_t;
 
 /** A stopped server with the options (NULL: all defaults). Free with im_http_server_free. */
 IM_NODISCARD im_status_t im_http_server_new(const im_http_server_opts_t *opts, im_http_server_t **out);
+/** As im_http_server_route, but the request body is not kept in memory: it is written, as
+ * it arrives, to a temporary file in dir (created), which the handler finds with
+ * im_http_req_body_file and may rename elsewhere; the server removes it after the handler
+ * otherwise. im_http_req_body gives an empty body for such routes. For large uploads. */
+IM_NODISCARD im_status_t im_http_server_route_spool(im_http_server_t *srv, const char *method, const char *pattern,
+                                                    im_http_handler_fn fn, void *user, const char *dir);
 /** Adds a route; only before im_http_server_start (IM_ERR_STATE after).
  * method: "GET", "POST", ... or NULL / "*" for any; a GET route also answers HEAD.
  * pattern: "/a/b" exact; "{name}" as a whole segment is a parameter
@@ -216,6 +232,9 @@ size_t im_http_req_query_count(const im_http_req_t *req, const char *key);
 const char *im_http_req_header(const im_http_req_t *req, const char *name);
 /** The Content-Type header, or NULL. */
 const char *im_http_req_content_type(const im_http_req_t *req);
+/** The file a spooled route's body was written to, complete when the handler runs (NULL
+ * for other routes; an empty body is an empty file). */
+const char *im_http_req_body_file(const im_http_req_t *req);
 /** The whole body (NUL-terminated, the NUL not counted in *len; never NULL). */
 const uint8_t *im_http_req_body(const im_http_req_t *req, size_t *len);
 /** Parses the body as JSON (any JSON value). Empty or invalid: IM_ERR_FORMAT with the

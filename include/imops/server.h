@@ -35,7 +35,11 @@ typedef struct {
   const char *host;                  /* NULL: "127.0.0.1" */
   int port;                          /* 0: an ephemeral port (im_server_port) */
   const char *workspace;             /* the store's workspace (NULL: $IMOPS_HOME, else ./imops-workspace) */
-  const char *artifacts_destination; /* local directory for mlflow-artifacts:/ (NULL: <workspace>/artifacts) */
+  const char *artifacts_destination; /* where mlflow-artifacts:/ bytes live: a local directory (NULL:
+                                        <workspace>/artifacts) or s3://bucket/prefix (MLFLOW_S3_ENDPOINT_URL,
+                                        AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY on the server) */
+  const char *default_artifact_root; /* artifact root of new experiments (NULL: mlflow-artifacts:/, i.e.
+                                        through this server); s3://... sends clients straight to S3 */
   const char *token;                 /* bearer token required for writes (NULL or "": none) */
   int threads;                       /* HTTP worker threads (0: the http module's default) */
   size_t max_upload_bytes;           /* largest request body, i.e. artifact upload (0: 1 GiB) */

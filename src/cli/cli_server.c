@@ -13,19 +13,24 @@
 
 static const char usage[] =
     "usage: imops server [--host 127.0.0.1] [--port 5000] [--workspace DIR]\n"
-    "                    [--artifacts-destination DIR] [--token T] [--threads N]\n"
+    "                    [--artifacts-destination DIR|s3://B/P] [--default-artifact-root URI]\n"
+    "                    [--token T] [--threads N]\n"
     "                    [--max-upload-mb N]\n"
     "\n"
     "Serves MLflow's REST API 2.0 (tracking, model registry, mlflow-artifacts proxy) on the\n"
     "workspace store, so that the official mlflow client works against it:\n"
     "  mlflow.set_tracking_uri(\"http://127.0.0.1:5000\")\n"
     "Runs get artifact URIs mlflow-artifacts:/<experiment>/<run>/artifacts; the files live\n"
-    "under the artifacts destination (default <workspace>/artifacts).\n"
+    "under the artifacts destination (default <workspace>/artifacts), which may be S3\n"
+    "(s3://bucket/prefix; MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).\n"
     "\n"
     "  --host H                   address to bind (default 127.0.0.1; 0.0.0.0 for all)\n"
     "  --port P                   port (default 5000; 0 picks a free one)\n"
     "  --workspace DIR            the workspace (default $IMOPS_HOME, else ./imops-workspace)\n"
-    "  --artifacts-destination D  where proxied artifacts are stored\n"
+    "  --artifacts-destination D  where proxied artifacts are stored: a directory or\n"
+    "                             s3://bucket/prefix (alias: --artifact-root)\n"
+    "  --default-artifact-root U  artifact root of new experiments (default mlflow-artifacts:/,\n"
+    "                             i.e. through this server; s3://... sends clients to S3)\n"
     "  --token T                  require 'Authorization: Bearer T' for writes (default\n"
     "                             $IMOPS_TOKEN; none: no check). Clients: MLFLOW_TRACKING_TOKEN\n"
     "  --threads N                HTTP worker threads (default: max(4, CPUs))\n"
@@ -44,6 +49,8 @@ int cli_server(int argc, char **argv) {
                                            {"port", required_argument, 0, 'p'},
                                            {"workspace", required_argument, 0, 'w'},
                                            {"artifacts-destination", required_argument, 0, 'a'},
+                                           {"artifact-root", required_argument, 0, 'a'},
+                                           {"default-artifact-root", required_argument, 0, 'd'},
                                            {"token", required_argument, 0, 't'},
                                            {"threads", required_argument, 0, 'n'},
                                            {"max-upload-mb", required_argument, 0, 'm'},
@@ -63,6 +70,7 @@ int cli_server(int argc, char **argv) {
         break;
       case 'w': o.workspace = optarg; break;
       case 'a': o.artifacts_destination = optarg; break;
+      case 'd': o.default_artifact_root = optarg; break;
       case 't': o.token = optarg; break;
       case 'n':
         if (cli_parse_i64(cmd, "--threads", optarg, 1, 1024, &v)) return CLI_USAGE;

@@ -30,7 +30,8 @@ static const char usage_text[] =
     "  --device D            cpu (default), ref; GPU ids are not supported yet\n"
     "  --threads N           compute threads (default: IMOPS_NUM_THREADS, else all cores)\n"
     "  --experiment NAME     experiment of a new run (default Default)\n"
-    "  --tracking-uri URI    the store (a workspace path); remote servers are not supported yet\n"
+    "  --tracking-uri URI    a workspace path, or http(s)://host:port (imops server or mlflow server;\n"
+    "                        default: $MLFLOW_TRACKING_URI when it is http(s)://, else the workspace)\n"
     "  --no-track            do not log to the tracking store\n"
     "  --json                print the results as JSON on stdout\n"
     "  -h, --help            show this help\n"
@@ -189,11 +190,6 @@ int cli_test(int argc, char **argv) {
   if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
   if (!model) return cli_usage_error(cmd, "--model MODEL is required");
   if (!eo.data_dir) return cli_usage_error(cmd, "--data DIR is required");
-  if (turi && (!strncmp(turi, "http://", 7) || !strncmp(turi, "https://", 8))) {
-    fprintf(stderr, "imops test: --tracking-uri %s: remote tracking servers are not supported yet; leave it out to "
-                    "use the workspace store\n", turi);
-    return CLI_FAIL;
-  }
   im_train_model_t *m = NULL;
   im_status_t st = im_train_model_open(model, device, turi, &m);
   if (st) return cli_fail(cmd, st, model);

@@ -40,7 +40,7 @@ static im_track_store_t *open_store(const char *cmd) {
 /* Common options: --json, --all (deleted too), --filter, --order-by (repeatable), --max. */
 typedef struct {
   int json, all;
-  const char *filter, *experiment;
+  const char *filter, *experiment, *artifact_location;
   const char *order_by[8];
   int n_order_by;
   int64_t max;
@@ -55,6 +55,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, const c
       {"filter", required_argument, 0, 'f'},   {"order-by", required_argument, 0, 'o'},
       {"max", required_argument, 0, 'm'},      {"experiment", required_argument, 0, 'e'},
       {"archive-existing", no_argument, 0, 'A'}, {"delete", no_argument, 0, 'd'},
+      {"artifact-location", required_argument, 0, 'L'},
       {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   optind = 1;
@@ -66,6 +67,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, const c
       case 'a': o->all = 1; break;
       case 'f': o->filter = optarg; break;
       case 'e': o->experiment = optarg; break;
+      case 'L': o->artifact_location = optarg; break;
       case 'A': o->archive_existing = 1; break;
       case 'd': o->delete_flag = 1; break;
       case 'o':
@@ -88,11 +90,13 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, const c
 /* ---- experiments --------------------------------------------------------------- */
 static const char exp_usage[] =
     "usage: imops experiments list [--all] [--filter F] [--json]\n"
-    "       imops experiments create NAME [--json]\n"
+    "       imops experiments create NAME [--artifact-location URI] [--json]\n"
     "       imops experiments delete NAME_OR_ID\n"
     "\n"
     "Experiments group runs (MLflow's experiments; \"Default\" has id 0). --filter takes\n"
-    "MLflow's syntax, e.g. \"name LIKE 'surface%'\". --all lists deleted ones too.\n";
+    "MLflow's syntax, e.g. \"name LIKE 'surface%'\". --all lists deleted ones too.\n"
+    "--artifact-location: where the experiment's runs keep artifacts (a directory, file://...,\n"
+    "or s3://bucket/prefix with MLFLOW_S3_ENDPOINT_URL and AWS_* credentials; default: the workspace).\n";
 
 static int find_experiment(im_track_store_t *s, const char *key, im_track_experiment_t **e) {
   if (im_track_experiment_get_by_name(s, key, e) == IM_OK) return 0;
@@ -146,7 +150,7 @@ int cli_experiments(int argc, char **argv) {
     im_track_experiment_list_free(l);
   } else if (!strcmp(sub, "create")) {
     char *id = NULL;
-    if ((st = im_track_experiment_create(s, o.pos[0], NULL, NULL, 0, &id)))
+    if ((st = im_track_experiment_create(s, o.pos[0], o.artifact_location, NULL, 0, &id)))
       rc = store_fail(cmd, s, st, "cannot create the experiment");
     else if (o.json)
       rc = print_json(json_pack("{s:s}", "experiment_id", id));

@@ -254,7 +254,7 @@ static im_status_t build_headers(im_http_client_t *c, const im_http_request_t *r
       else st = add_header(&l, "Content-Type", rq->content_type);
     } else if (has_body) {
       st = add_header(&l, "Content-Type", "application/octet-stream");
-    } else {
+    } else if (!rq->sigv4) { /* SigV4 would sign the removed header, which is then not sent */
       struct curl_slist *nl = curl_slist_append(l, "Content-Type:"); /* no form-urlencoded default */
       if (!nl) st = im_error(IM_ERR_NOMEM, "out of memory");
       else l = nl;

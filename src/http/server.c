@@ -48,6 +48,7 @@ typedef struct {
   int nlit;
   im_http_handler_fn fn;
   void *user;
+  char *spool_dir; /* the body goes to a temporary file in this directory (NULL: memory) */
 } route_t;
 
 struct im_http_server {
@@ -86,6 +87,9 @@ struct im_http_req {
   double t0;
   int started;    /* the first access call happened (and on_start, inflight++) */
   int too_large;  /* body over the limit */
+  int refused;    /* the gate answered before the body */
+  int spool_fd;   /* spooled body: its file (-1 when not spooling) */
+  char *spool_path;
   int discard;    /* no handler wants the body */
   int oom;
   int bad_status; /* answer this at once (400 on a bad target) */
@@ -113,6 +117,7 @@ static void route_deinit(route_t *r) {
   for (int i = 0; i < r->nseg; i++) im_free(r->seg[i]);
   im_free(r->seg);
   im_free(r->param);
+  im_free(r->spool_dir);
   im_free(r->method);
   im_free(r->pattern);
 }
@@ -205,6 +210,21 @@ im_status_t im_http_server_route(im_http_server_t *srv, const char *method, cons
   r.fn = fn;
   r.user = user;
   srv->routes[srv->nroutes++] = r;
+  return IM_OK;
+}
+
+im_status_t im_http_server_route_spool(im_http_server_t *srv, const char *method, const char *pattern,
+                                       im_http_handler_fn fn, void *user, const char *dir) {
+  if (!dir || !*dir) return im_error(IM_ERR_ARG, "im_http_server_route_spool: no directory");
+  im_status_t st = im_mkdir_p(dir);
+  if (st) return st;
+  char *d = im_strdup(dir);
+  if (!d) return im_error(IM_ERR_NOMEM, "out of memory");
+  if ((st = im_http_server_route(srv, method, pattern, fn, user))) {
+    im_free(d);
+    return st;
+  }
+  srv->routes[srv->nroutes - 1].spool_dir = d;
   return IM_OK;
 }
 
@@ -494,8 +514,10 @@ const char *im_http_req_header(const im_http_req_t *req, const char *name) {
 
 const char *im_http_req_content_type(const im_http_req_t *req) { return im_http_req_header(req, "Content-Type"); }
 
+const char *im_http_req_body_file(const im_http_req_t *req) { return req->spool_path; }
+
 const uint8_t *im_http_req_body(const im_http_req_t *req, size_t *len) {
-  if (len) *len = req->body.len;
+  if (len) *len = req->body.data ? req->body.len : 0; /* a spooled body is in its file */
   return req->body.data ? (const uint8_t *)req->body.data : (const uint8_t *)"";
 }
 
@@ -517,6 +539,9 @@ im_status_t im_http_req_form(const im_http_req_t *req, const im_http_form_limits
 
 static void req_free(im_http_req_t *req) {
   if (!req) return;
+  if (req->spool_fd >= 0) close(req->spool_fd);
+  if (req->spool_path) unlink(req->spool_path); /* unless the handler moved it away */
+  im_free(req->spool_path);
   if (req->vals && req->route)
     for (int i = 0; i <= req->route->nseg; i++) im_free(req->vals[i]);
   im_free(req->vals);
@@ -616,7 +641,7 @@ static enum MHD_Result queue(im_http_server_t *srv, im_http_req_t *req, im_http_
   }
   /* close after refusing a malformed or oversized request (its framing cannot be trusted)
    * and while stopping */
-  if (atomic_load(&srv->stopping) || req->bad_status || req->too_large)
+  if (atomic_load(&srv->stopping) || req->bad_status || req->too_large || req->refused)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned)status, r);
   MHD_destroy_response(r);
@@ -626,10 +651,25 @@ static enum MHD_Result queue(im_http_server_t *srv, im_http_req_t *req, im_http_
   return ret;
 }
 
+/* The server's own error answer, in the shape the server was set up with. */
+static void error_body(const im_http_server_t *srv, im_http_resp_t *resp, int status, const char *code,
+                       const char *msg) {
+  im_status_t st;
+  if (srv->o.error_style == 1) {
+    json_t *m = json_string(msg);
+    json_t *j = json_pack("{s:o}", "error", m ? m : json_string("(message not valid UTF-8)"));
+    st = im_http_resp_json(resp, status, j);
+    json_decref(j);
+  } else {
+    st = im_http_resp_error_json(resp, status, code, "%s", msg);
+  }
+  if (st != IM_OK) resp->status = status;
+}
+
 static enum MHD_Result answer_error(im_http_server_t *srv, im_http_req_t *req, int status, const char *code,
                                     const char *msg) {
   im_http_resp_t resp = {.fd = -1};
-  if (im_http_resp_error_json(&resp, status, code, "%s", msg) != IM_OK) resp.status = status;
+  error_body(srv, &resp, status, code, msg);
   return queue(srv, req, &resp);
 }
 
@@ -658,7 +698,7 @@ static enum MHD_Result dispatch(im_http_server_t *srv, im_http_req_t *req) {
     int hs = im_http_status_for(st, &code);
     const char *msg = im_last_error()[0] ? im_last_error() : im_strerror(st);
     resp_clear(&resp);
-    if (im_http_resp_error_json(&resp, hs, code, "%s", msg) != IM_OK) resp.status = hs;
+    error_body(srv, &resp, hs, code, msg);
   }
   return queue(srv, req, &resp);
 }
@@ -709,6 +749,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
   if (slot && slot->cur) finish(srv, slot->cur, 0); /* never reported complete: orphaned */
   im_http_req_t *req = im_calloc(1, sizeof *req);
   if (!req) return NULL;
+  req->spool_fd = -1;
   req->srv = srv;
   req->target = im_strdup(uri ? uri : "");
   if (!req->target) {
@@ -763,6 +804,24 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
       return dispatch(srv, req);
     }
     if (!req->route && !srv->o.fallback) req->discard = 1; /* 404/405: the body is not wanted */
+    if (req->route && srv->o.gate) {
+      im_http_resp_t g = {.fd = -1};
+      im_error_clear();
+      im_status_t gs = srv->o.gate(req, &g, srv->o.gate_user);
+      if (gs != IM_OK || g.status) {
+        if (!g.status) {
+          const char *code;
+          int hs = im_http_status_for(gs, &code);
+          resp_clear(&g);
+          g.fd = -1;
+          error_body(srv, &g, hs, code, *im_last_error() ? im_last_error() : "refused");
+        }
+        req->discard = 1;
+        req->refused = 1;
+        return queue(srv, req, &g);
+      }
+      resp_clear(&g);
+    }
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
       char *end;
@@ -774,7 +833,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->too_large = 1;
         return dispatch(srv, req);
       }
-      if (!req->discard && v > 0 && errno == 0) {
+      if (!req->discard && v > 0 && errno == 0 && !(req->route && req->route->spool_dir)) {
         size_t want = (size_t)v + 1 < BODY_RESERVE_MAX ? (size_t)v + 1 : BODY_RESERVE_MAX;
         req->body.data = im_malloc(want);
         if (req->body.data) {
@@ -782,6 +841,18 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
           req->body.data[0] = '\0';
         }
       }
+    }
+    if (!req->discard && req->route && req->route->spool_dir) {
+      size_t n = strlen(req->route->spool_dir) + 32;
+      if ((req->spool_path = im_malloc(n))) {
+        snprintf(req->spool_path, n, "%s/.upload-XXXXXX", req->route->spool_dir);
+        req->spool_fd = mkostemp(req->spool_path, O_CLOEXEC);
+        if (req->spool_fd < 0) {
+          im_free(req->spool_path);
+          req->spool_path = NULL;
+        }
+      }
+      if (!req->spool_path) req->oom = 1; /* answered 503 once the body is in */
     }
     return MHD_YES;
   }
@@ -799,6 +870,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
       return MHD_YES;
     }
     if (req->discard || req->oom) return MHD_YES;
+    if (req->spool_fd >= 0) {
+      req->body.len += n; /* counted for the limit; the bytes go to the file */
+      for (size_t off = 0; off < n;) {
+        ssize_t w = write(req->spool_fd, upload_data + off, n - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          req->oom = 1;
+          break;
+        }
+        off += (size_t)w;
+      }
+      return MHD_YES;
+    }
     if (im_buf_append(&req->body, upload_data, n) != IM_OK) {
       req->oom = 1;
       im_buf_free(&req->body);

@@ -6,11 +6,16 @@
  * paths, backslashes, control characters or encoded variants) and resolved
  * paths must stay inside the destination, symbolic links included. Uploads
  * go to a temporary file beside the target and are renamed into place, and
- * listings hide those temporary files: a reader sees whole artifacts only. */
+ * listings hide those temporary files: a reader sees whole artifacts only.
+ * With an S3 destination (s3://bucket/prefix) the proxy stores and reads
+ * the bytes through the track module's artifact store instead; runs whose
+ * artifact URI is s3:// are listed from S3 too. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +247,68 @@ static im_status_t list_dir(const char *dir, const char *prefix, json_t **out) {
   return st;
 }
 
+/* ---- S3 ------------------------------------------------------------------------------------------ */
+
+/* FileInfo objects of a store listing; path is prefix + "/" + name (or the name). */
+static im_status_t files_json(const im_track_file_list_t *l, const char *prefix, json_t **out) {
+  json_t *a = json_array();
+  for (int64_t i = 0; a && i < l->n; i++) {
+    char *path = prefix && *prefix ? im_path_join(prefix, l->items[i].path) : im_strdup(l->items[i].path);
+    json_t *fi = path ? json_pack("{s:s,s:b}", "path", path, "is_dir", l->items[i].is_dir) : NULL;
+    im_free(path);
+    if (fi && !l->items[i].is_dir) json_object_set_new(fi, "file_size", json_integer((json_int_t)l->items[i].size));
+    if (!fi || json_array_append_new(a, fi)) {
+      json_decref(a);
+      a = NULL;
+    }
+  }
+  *out = a;
+  return a ? IM_OK : im_error(IM_ERR_NOMEM, "out of memory");
+}
+
+/* Lists directory rel of the store at root (an S3 URI) as FileInfo with prefix. */
+static im_status_t s3_list_json(srv_ctx_t *c, const char *root, const char *rel, const char *prefix, json_t **out) {
+  *out = NULL;
+  im_track_artifacts_t *a = NULL;
+  im_track_file_list_t *l = NULL;
+  im_status_t st = im_track_artifacts_open(root, &a);
+  if (!st) st = im_track_artifacts_list(a, rel, &l);
+  if (!st) st = files_json(l, prefix, out);
+  else st = im__srv_fail(c, SRV_INTERNAL, "Cannot list artifacts: %s", im_last_error());
+  im_track_file_list_free(l);
+  im_track_artifacts_free(a);
+  return st;
+}
+
+/* The S3 root and relative path of a run's artifact URI when its bytes are in
+ * S3 (*root NULL otherwise). */
+static im_status_t s3_location(srv_ctx_t *c, const char *uri, const char *rel, char **root, char **path) {
+  *root = *path = NULL;
+  char *base = NULL;
+  im_status_t st = IM_OK;
+  if (!strncasecmp(uri, "s3://", 5)) {
+    *root = im_strdup(uri);
+    base = im_strdup("");
+  } else if (c->srv->dest_s3 && !strncasecmp(uri, "mlflow-artifacts:", 17)) {
+    const char *rest = uri + 17;
+    if (!strncmp(rest, "//", 2)) rest += 2 + strcspn(rest + 2, "/");
+    while (*rest == '/') rest++;
+    if ((st = im__srv_clean_relpath(rest, &base))) return im__srv_fail(c, SRV_INVALID, "%s", im_last_error());
+    *root = im_strdup(c->srv->dest_s3);
+  } else {
+    return IM_OK;
+  }
+  *path = base && *root ? (*base && *rel ? im_path_join(base, rel) : im_strdup(*base ? base : rel)) : NULL;
+  im_free(base);
+  if (!*root || !*path) {
+    im_free(*root);
+    im_free(*path);
+    *root = *path = NULL;
+    return im_error(IM_ERR_NOMEM, "out of memory");
+  }
+  return IM_OK;
+}
+
 /* GET mlflow/artifacts/list?run_id=&path=: run-relative FileInfo paths. */
 static im_status_t run_list(srv_ctx_t *c) {
   const char *id = im__srv_run_id(c);
@@ -255,8 +322,15 @@ static im_status_t run_list(srv_ctx_t *c) {
     im_free(rel);
     return im__srv_store_fail(c, st);
   }
-  char *root = NULL, *dir = NULL, *pub = NULL;
+  char *root = NULL, *dir = NULL, *pub = NULL, *s3root = NULL, *s3path = NULL;
   json_t *files = NULL, *j = NULL;
+  if ((st = s3_location(c, r->artifact_uri, rel, &s3root, &s3path))) goto out;
+  if (s3root) {
+    if (!(pub = im__srv_public_uri(c->srv, r->artifact_uri))) st = im_error(IM_ERR_NOMEM, "out of memory");
+    if (!st) st = s3_list_json(c, s3root, s3path, rel, &files);
+    if (st) goto out;
+    goto answer;
+  }
   st = im__srv_local_dir(c->srv, r->artifact_uri, &root);
   if (st == IM_ERR_UNSUPPORTED) {
     st = im__srv_fail(c, SRV_NOT_IMPLEMENTED, "%s", im_last_error());
@@ -275,6 +349,7 @@ static im_status_t run_list(srv_ctx_t *c) {
     goto out;
   }
   if ((st = list_dir(dir, rel, &files))) goto out;
+answer:
   j = json_object();
   if (!j || json_object_set_new(j, "root_uri", json_string(pub)) || json_object_set_new(j, "files", files)) {
     if (!j) json_decref(files);
@@ -289,6 +364,8 @@ out:
   im_free(root);
   im_free(dir);
   im_free(pub);
+  im_free(s3root);
+  im_free(s3path);
   im_track_run_free(r);
   return st;
 }
@@ -322,6 +399,14 @@ static im_status_t proxy_path(srv_ctx_t *c, const char *rel, int allow_root, cha
 
 static im_status_t proxy_list_path(srv_ctx_t *c, const char *rel) {
   char *dir;
+  if (c->srv->dest_s3) {
+    char *clean = NULL;
+    json_t *files = NULL;
+    if (im__srv_clean_relpath(rel ? rel : "", &clean)) return im__srv_fail(c, SRV_INVALID, "%s", im_last_error());
+    im_status_t st = s3_list_json(c, c->srv->dest_s3, clean, NULL, &files);
+    im_free(clean);
+    return st ? st : im__srv_ok(c, im__srv_obj1("files", files));
+  }
   im_status_t st = proxy_path(c, rel, 1, NULL, &dir);
   if (st) return st;
   json_t *files = NULL;
@@ -351,11 +436,44 @@ static const char *mime_type(const char *name) {
   return "application/octet-stream";
 }
 
+/* Fetches proxy path rel from the S3 destination into a private temporary
+ * file (*p; a missing object leaves no file, so the caller answers 404). */
+static im_status_t s3_fetch(srv_ctx_t *c, const char *rel, char **clean_out, char **p) {
+  *p = NULL;
+  char *clean = NULL;
+  if (im__srv_clean_relpath(rel ? rel : "", &clean)) return im__srv_fail(c, SRV_INVALID, "%s", im_last_error());
+  char *tmpdir = im_path_join(c->srv->home, "tmp");
+  char hex[20];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)im_hash64(clean, strlen(clean), (uint64_t)im_time_now()));
+  char name[96];
+  static atomic_uint counter;
+  snprintf(name, sizeof name, "proxy-%ld-%s-%u", (long)getpid(), hex, atomic_fetch_add(&counter, 1));
+  im_status_t st = tmpdir ? im_mkdir_p(tmpdir) : im_error(IM_ERR_NOMEM, "out of memory");
+  if (!st && !(*p = im_path_join(tmpdir, name))) st = im_error(IM_ERR_NOMEM, "out of memory");
+  im_track_artifacts_t *a = NULL;
+  if (!st) st = im_track_artifacts_open(c->srv->dest_s3, &a);
+  if (!st) {
+    st = im_track_artifacts_get_file(a, clean, *p);
+    if (st == IM_ERR_NOT_FOUND) st = IM_OK; /* answered as 404 by the caller */
+    else if (st) st = im__srv_fail(c, SRV_INTERNAL, "Cannot read '%.300s': %s", clean, im_last_error());
+  }
+  im_track_artifacts_free(a);
+  im_free(tmpdir);
+  if (st) {
+    im_free(*p);
+    *p = NULL;
+    im_free(clean);
+    return st;
+  }
+  *clean_out = clean;
+  return IM_OK;
+}
+
 static im_status_t proxy_get(srv_ctx_t *c) {
   const char *rel = im_http_req_param(c->req, "*");
   if (!rel || !*rel) return proxy_list_path(c, im_http_req_query(c->req, "path")); /* ".../artifacts/" */
   char *p, *clean;
-  im_status_t st = proxy_path(c, rel, 0, &clean, &p);
+  im_status_t st = c->srv->dest_s3 ? s3_fetch(c, rel, &clean, &p) : proxy_path(c, rel, 0, &clean, &p);
   if (st) return st;
   struct stat sb;
   if (stat(p, &sb) != 0) {
@@ -378,17 +496,62 @@ static im_status_t proxy_get(srv_ctx_t *c) {
       if (st == IM_OK) st = im_http_resp_header(c->resp, "X-Content-Type-Options", "nosniff");
     }
   }
+  if (c->srv->dest_s3) unlink(p); /* the response holds it open */
   im_free(p);
   im_free(clean);
   return st;
 }
 
+/* The checked, non-empty proxy path of a PUT or DELETE. */
+static im_status_t s3_rel(srv_ctx_t *c, char **clean) {
+  const char *rel = im_http_req_param(c->req, "*");
+  if (im__srv_clean_relpath(rel ? rel : "", clean)) return im__srv_fail(c, SRV_INVALID, "%s", im_last_error());
+  if (**clean) return IM_OK;
+  im_free(*clean);
+  *clean = NULL;
+  return im__srv_fail(c, SRV_INVALID, "Invalid path: an artifact path is required");
+}
+
+static im_status_t s3_put(srv_ctx_t *c) {
+  char *clean = NULL;
+  im_status_t st = s3_rel(c, &clean);
+  if (st) return st;
+  const char *body = im_http_req_body_file(c->req); /* spooled: streamed (in parts when large) */
+  im_track_artifacts_t *a = NULL;
+  st = body ? im_track_artifacts_open(c->srv->dest_s3, &a) : im_error(IM_ERR_INTERNAL, "upload body not spooled");
+  if (!st) st = im_track_artifacts_put_file(a, clean, body);
+  st = st ? im__srv_fail(c, SRV_INTERNAL, "Cannot store '%.300s': %s", clean, im_last_error()) : im__srv_ok(c, NULL);
+  im_track_artifacts_free(a);
+  im_free(clean);
+  return st;
+}
+
+/* The spooled body becomes the artifact at path: fsync'd and renamed into place
+ * (atomic for readers), or copied atomically when the spool is on another
+ * file system than the destination. */
+static im_status_t move_into_place(srv_ctx_t *c, const char *body, const char *path, const char *clean) {
+  if (!body) return im_error(IM_ERR_INTERNAL, "upload body not spooled");
+  int fd = open(body, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) != 0) {
+    if (fd >= 0) close(fd);
+    return im_error(IM_ERR_IO, "cannot sync the upload %s: %s", body, strerror(errno));
+  }
+  close(fd);
+  if (rename(body, path) == 0) return IM_OK;
+  if (errno != EXDEV) return im_error(IM_ERR_IO, "cannot move the upload into place: %s", strerror(errno));
+  im_track_artifacts_t *a = NULL;
+  im_status_t st = im_track_artifacts_open(c->srv->artifact_dir, &a);
+  if (!st) st = im_track_artifacts_put_file(a, clean, body);
+  im_track_artifacts_free(a);
+  return st;
+}
+
 static im_status_t proxy_put(srv_ctx_t *c) {
+  if (c->srv->dest_s3) return s3_put(c);
   char *p, *clean;
   im_status_t st = proxy_path(c, im_http_req_param(c->req, "*"), 0, &clean, &p);
   if (st) return st;
-  size_t len;
-  const uint8_t *body = im_http_req_body(c->req, &len);
+  const char *body = im_http_req_body_file(c->req); /* the spooled upload */
   struct stat sb;
   char *slash = strrchr(p, '/');
   if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -400,7 +563,7 @@ static im_status_t proxy_put(srv_ctx_t *c) {
     if (st) st = im__srv_fail(c, SRV_INVALID, "Cannot upload '%.300s': %s", clean, im_last_error());
     else if (!im__srv_contained(c->srv, p)) /* a link raced in while the directories were made */
       st = im__srv_fail(c, SRV_INVALID, "Invalid path: it leaves the artifact root");
-    else if ((st = im_file_write_atomic(p, body, len)))
+    else if ((st = move_into_place(c, body, p, clean)))
       st = im__srv_fail(c, SRV_INTERNAL, "Cannot store '%.300s': %s", clean, im_last_error());
     else
       st = im__srv_ok(c, NULL);
@@ -431,7 +594,21 @@ static int remove_tree(const char *path, int depth) {
   return rc;
 }
 
+static im_status_t s3_delete(srv_ctx_t *c) {
+  char *clean = NULL;
+  im_status_t st = s3_rel(c, &clean);
+  if (st) return st;
+  im_track_artifacts_t *a = NULL;
+  st = im_track_artifacts_open(c->srv->dest_s3, &a);
+  if (!st) st = im_track_artifacts_delete(a, clean);
+  st = st ? im__srv_fail(c, SRV_INTERNAL, "Cannot delete '%.300s': %s", clean, im_last_error()) : im__srv_ok(c, NULL);
+  im_track_artifacts_free(a);
+  im_free(clean);
+  return st;
+}
+
 static im_status_t proxy_delete(srv_ctx_t *c) {
+  if (c->srv->dest_s3) return s3_delete(c);
   char *p, *clean;
   im_status_t st = proxy_path(c, im_http_req_param(c->req, "*"), 0, &clean, &p);
   if (st) return st;
@@ -449,7 +626,7 @@ im_status_t im__srv_routes_artifacts(im_server_t *s) {
   if ((st = im__srv_add(s, "GET", "mlflow/artifacts/list", run_list, SRV_STORE)) ||
       (st = im__srv_add(s, "GET", "mlflow-artifacts/artifacts", proxy_list, 0)) ||
       (st = im__srv_add(s, "GET", "mlflow-artifacts/artifacts/*", proxy_get, SRV_RAW)) ||
-      (st = im__srv_add(s, "PUT", "mlflow-artifacts/artifacts/*", proxy_put, SRV_RAW)) ||
+      (st = im__srv_add(s, "PUT", "mlflow-artifacts/artifacts/*", proxy_put, SRV_RAW | SRV_SPOOL)) ||
       (st = im__srv_add(s, "DELETE", "mlflow-artifacts/artifacts/*", proxy_delete, SRV_RAW)))
     return st;
   return IM_OK;

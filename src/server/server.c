@@ -418,7 +418,7 @@ im_status_t im__srv_version(srv_ctx_t *c, const char *key, int64_t *out) {
 static im_status_t open_store(im_server_t *s, const char *home, im_track_store_t **out) {
   im_track_store_t *st = NULL;
   im_status_t r = im_track_open(home, &st);
-  if (r == IM_OK) r = im_track_set_artifact_root(st, "mlflow-artifacts:/");
+  if (r == IM_OK) r = im_track_set_artifact_root(st, s->default_root ? s->default_root : "mlflow-artifacts:/");
   if (r) {
     im_track_close(st);
     return r;
@@ -477,6 +477,21 @@ static int authorized(const im_server_t *s, im_http_req_t *req) {
   return token_eq(h, n, s->token);
 }
 
+/* The http server's gate: a write without the token is refused as soon as its
+ * headers are in, before an upload body is read. */
+static im_status_t token_gate(im_http_req_t *req, im_http_resp_t *resp, void *user) {
+  const im_server_t *s = user;
+  const char *m = im_http_req_method(req);
+  int write = strcmp(m, "GET") && strcmp(m, "HEAD") && strcmp(m, "OPTIONS");
+  if (!write || !s->token || authorized(s, req)) return IM_OK;
+  im_status_t st = im_http_resp_error_json(resp, 401, "UNAUTHENTICATED",
+                                           "This server needs a bearer token for writes: send 'Authorization: "
+                                           "Bearer <token>' (MLFLOW_TRACKING_TOKEN for the mlflow client).");
+  if (!st) st = im_http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"imops\"");
+  if (st) im_http_resp_status(resp, 401);
+  return IM_OK;
+}
+
 static im_status_t trampoline(im_http_req_t *req, im_http_resp_t *resp, void *user) {
   srv_binding_t *b = user;
   srv_ctx_t c = {.srv = b->srv, .req = req, .resp = resp};
@@ -513,7 +528,8 @@ im_status_t im__srv_add(im_server_t *s, const char *method, const char *path, sr
   for (int i = 0; i < 2; i++) {
     char pattern[256];
     snprintf(pattern, sizeof pattern, "%s%s", prefixes[i], path);
-    im_status_t st = im_http_server_route(s->http, method, pattern, trampoline, b);
+    im_status_t st = (flags & SRV_SPOOL) ? im_http_server_route_spool(s->http, method, pattern, trampoline, b, s->spool_dir)
+                                         : im_http_server_route(s->http, method, pattern, trampoline, b);
     if (st) return st;
   }
   return IM_OK;
@@ -545,10 +561,29 @@ im_status_t im_server_new(const im_server_opts_t *opts, im_server_t **out) {
   if (!s) return im_error(IM_ERR_NOMEM, "out of memory");
   im_status_t st = IM_OK;
   im_track_store_t *first = NULL;
+  if (o.default_artifact_root && *o.default_artifact_root) {
+    size_t rn = strlen(o.default_artifact_root);
+    while (rn > 1 && o.default_artifact_root[rn - 1] == '/' && o.default_artifact_root[rn - 2] != ':') rn--;
+    if (!(s->default_root = im_strndup(o.default_artifact_root, rn))) {
+      st = im_error(IM_ERR_NOMEM, "out of memory");
+      goto fail;
+    }
+  }
+  if (o.artifacts_destination && !strncasecmp(o.artifacts_destination, "s3://", 5)) {
+    im_track_artifacts_t *probe = NULL; /* checks the URI and the S3 settings now, not at the first upload */
+    if ((st = im_track_artifacts_open(o.artifacts_destination, &probe))) goto fail;
+    im_track_artifacts_free(probe);
+    if (!(s->dest_s3 = im_strdup(o.artifacts_destination))) {
+      st = im_error(IM_ERR_NOMEM, "out of memory");
+      goto fail;
+    }
+    o.artifacts_destination = NULL; /* artifact_dir stays the local store's folder */
+  }
   if ((st = open_store(s, o.workspace, &first))) goto fail;
   s->home = im_strdup(im_track_home(first));
   s->local_root = s->home ? im_path_join(s->home, "artifacts") : NULL;
-  if (!s->home || !s->local_root) {
+  s->spool_dir = s->home ? im_path_join(s->home, "tmp/uploads") : NULL;
+  if (!s->home || !s->local_root || !s->spool_dir) {
     im_track_close(first);
     st = im_error(IM_ERR_NOMEM, "out of memory");
     goto fail;
@@ -583,6 +618,8 @@ im_status_t im_server_new(const im_server_opts_t *opts, im_server_t **out) {
       .threads = o.threads,
       .max_body_bytes = o.max_upload_bytes ? o.max_upload_bytes : ((size_t)1 << 30),
       .timeout_s = 600, /* large uploads on slow links */
+      .gate = s->token ? token_gate : NULL,
+      .gate_user = s,
   };
   if ((st = im_http_server_new(&ho, &s->http))) goto fail;
   s->capbind = 128;
@@ -631,5 +668,8 @@ void im_server_free(im_server_t *srv) {
   im_free(srv->artifact_dir);
   im_free(srv->artifact_real);
   im_free(srv->token);
+  im_free(srv->dest_s3);
+  im_free(srv->spool_dir);
+  im_free(srv->default_root);
   im_free(srv);
 }

@@ -36,6 +36,9 @@ struct im_server {
   char *artifact_real; /* its realpath, for containment checks */
   char *local_root;    /* <home>/artifacts: the local store's file:// root (may equal artifact_dir) */
   char *token;         /* NULL: no auth */
+  char *dest_s3;       /* s3://bucket/prefix when the artifacts destination is S3 (else NULL) */
+  char *default_root;  /* artifact root of new experiments ("mlflow-artifacts:/" by default) */
+  char *spool_dir;     /* <workspace>/tmp/uploads: upload bodies on their way in */
   /* route bindings (user data of the http routes), each with its pool of store handles */
   struct srv_binding *bindings;
   int nbind, capbind;
@@ -59,6 +62,7 @@ typedef im_status_t (*srv_fn)(srv_ctx_t *c);
 enum {
   SRV_STORE = 1, /* needs a store handle */
   SRV_RAW = 2,   /* no JSON arguments, no Content-Type check (artifact bytes) */
+  SRV_SPOOL = 4, /* the body is spooled to a file in spool_dir, not kept in memory (uploads) */
 };
 
 /* A route's handler and its pool of store handles. A handle serves one request

@@ -237,4 +237,45 @@ im_status_t im__sql_bind(im_track_store_t *s, const im__sql_t *q, sqlite3_stmt *
 im_status_t im__search_prepare(im_track_store_t *s, const im_track_search_t *q, const im__domain_t *d, int64_t def,
                                int64_t max, im__sql_t *where, im__sql_t *order, int64_t *limit, int64_t *offset);
 
+/* ---- S3 (s3.c): configuration, request URLs, response XML ------------------------------ */
+typedef struct {
+  char *endpoint; /* "http://127.0.0.1:9000" (no trailing slash) */
+  char *region;   /* AWS_DEFAULT_REGION / AWS_REGION, else "us-east-1" */
+  char *access_key, *secret_key, *session_token;
+} im__s3_conf_t;
+/** From MLFLOW_S3_ENDPOINT_URL (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else
+ * https://s3.<region>.amazonaws.com), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ * AWS_SESSION_TOKEN, AWS_DEFAULT_REGION. Missing keys: IM_ERR_ARG saying which. */
+im_status_t im__s3_conf_from_env(im__s3_conf_t *c);
+void im__s3_conf_clear(im__s3_conf_t *c);
+/** Splits s3://bucket/key: *key without leading or trailing slashes ("" for none). */
+im_status_t im__s3_split(const char *uri, char **bucket, char **key);
+/** The path-style URL endpoint/bucket/key (key URI-encoded, '/' kept), then
+ * "?" + query when query is not NULL (already sorted and encoded). */
+im_status_t im__s3_url(const char *endpoint, const char *bucket, const char *key, const char *query, char **out);
+/** The ListObjectsV2 query for a prefix, delimiter (NULL: none) and continuation
+ * token (NULL: first page), sorted by name and encoded as SigV4 wants. */
+im_status_t im__s3_list_query(const char *prefix, const char *delimiter, const char *token, char **out);
+
+/** One page of a ListObjectsV2 answer. */
+typedef struct {
+  size_t n;
+  char **keys;
+  int64_t *sizes;
+  size_t n_prefixes;
+  char **prefixes; /* CommonPrefixes, ending with the delimiter */
+  int truncated;
+  char *next_token; /* NextContinuationToken (NULL when none) */
+} im__s3_list_t;
+/** Parses a ListBucketResult (strict: the root element must be
+ * ListBucketResult, sizes non-negative integers, at most 100000 entries).
+ * IM_ERR_FORMAT with a message otherwise; *out is cleared first. */
+im_status_t im__s3_parse_list(const char *xml, size_t len, im__s3_list_t *out);
+void im__s3_list_clear(im__s3_list_t *l);
+/** An <Error><Code/><Message/></Error> body: IM_OK with *code and *message
+ * (each may be NULL), IM_ERR_FORMAT when xml is not an S3 error. */
+im_status_t im__s3_parse_error(const char *xml, size_t len, char **code, char **message);
+/** The UploadId of an InitiateMultipartUploadResult. */
+im_status_t im__s3_parse_upload_id(const char *xml, size_t len, char **upload_id);
+
 #endif

@@ -23,6 +23,7 @@ class Imops:
 
     def run(self, *args, check=True, timeout=600, env=None):
         full_env = dict(os.environ)
+        full_env.pop("MLFLOW_TRACKING_URI", None)  # imops honours it; only env= may set it
         if env:
             full_env.update(env)
         p = subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True,
@@ -40,3 +41,15 @@ class Imops:
 @pytest.fixture(scope="session")
 def imops(imops_bin):
     return Imops(imops_bin)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri():
+    """mlflow.set_tracking_uri() also sets MLFLOW_TRACKING_URI in os.environ, and imops
+    train/test honour it: one test's server address must not leak into the next test."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
