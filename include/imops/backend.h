@@ -70,6 +70,7 @@ typedef enum {
   IM_OP_NCHW_TO_NHWC,
   IM_OP_NHWC_TO_NCHW,
   IM_OP_FILL,
+  IM_OP_CONV2D_FORWARD_FUSED,
   IM_OP_COUNT_ /* not an op */
 } im_op_t;
 
@@ -136,6 +137,14 @@ im_status_t im_op_conv2d_backward_data(im_backend_t *b, const im_conv2d_params_t
 /** x [N,C,H,W], dy [N,K,P,Q] -> dw [K,C/G,R,S] (+=), dbias [K] (+=, or NULL). */
 im_status_t im_op_conv2d_backward_weight(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
                                          const im_tensor_t *dy, im_tensor_t *dw, im_tensor_t *dbias);
+
+/** Activation applied after a fused convolution. */
+typedef enum { IM_ACT_NONE = 0, IM_ACT_RELU = 1 } im_act_t;
+/** Inference convolution with its activation fused: y = act(conv2d(x, w) + bias), as
+ * im_op_conv2d_forward followed by im_op_relu_forward, in one pass (oneDNN post-op on cpu).
+ * For folded batch norm: w and bias already carry the normalization. */
+im_status_t im_op_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
+                                       const im_tensor_t *w, const im_tensor_t *bias, im_act_t act, im_tensor_t *y);
 
 /* ---- batch norm (NCHW; also [N,C] and [N,C,L]: statistics per channel over all other dims) ----
  * Training: mean and biased variance over the batch normalize x;

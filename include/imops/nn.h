@@ -182,6 +182,14 @@ IM_NODISCARD im_status_t im_nn_state_save(const im_nn_model_t *m, const char *pa
  * missing, extra or mis-shaped tensor) the model is unchanged. */
 IM_NODISCARD im_status_t im_nn_state_load(im_nn_model_t *m, const im_safetensors_t *st);
 
+/** The state of the model's random stream (dropout masks, stochastic-depth
+ * draws): seeded from opts.seed and advanced by every training forward. A
+ * checkpoint saves it with im_nn_rng_get and a resumed run puts it back with
+ * im_nn_rng_set, so that the masks after the resume are the ones an
+ * uninterrupted run would draw. */
+void im_nn_rng_get(const im_nn_model_t *m, im_rng_t *out);
+void im_nn_rng_set(im_nn_model_t *m, const im_rng_t *in);
+
 /* ---- planning, forward, loss, backward ---------------------------------------- */
 /** Plans the activation memory for batches of up to batch_size images of
  * in_channels x img_h x img_w and reserves it once (replacing any earlier
@@ -232,6 +240,63 @@ void im_nn_zero_grad(im_nn_model_t *m);
  * host tensors (either may be NULL). Needs a plan (training or not). */
 IM_NODISCARD im_status_t im_nn_predict(im_nn_model_t *m, const im_tensor_t *x, im_tensor_t *logits,
                                        im_tensor_t *probs);
+
+/* ---- folded inference ------------------------------------------------------------
+ * A folded model is the eval-mode graph rewritten for inference: every batch
+ * norm that follows a convolution is folded into its weights and bias
+ * (w' = w g / sqrt(v + eps), b' = (b - mu) g / sqrt(v + eps) + beta), a ReLU
+ * that follows such a convolution runs fused with it (im_op_conv2d_forward_fused:
+ * a oneDNN post-op on cpu), ConvNeXt's layer_scale is folded into the Linear
+ * before it, and dropout / stochastic depth (identities in eval mode) are
+ * dropped. It is planned once (im_nn_plan(f, be, batch, h, w, 0): inference
+ * buffers reused as soon as their last reader ran) and then runs im_nn_forward
+ * (eval mode) and im_nn_predict with no allocation, giving the eval-mode
+ * logits of the model it came from up to float rounding. It cannot be trained
+ * (im_nn_plan with training = 1 and im_nn_state_save refuse it). The ONNX
+ * exporter walks the same graph (im_nn_node_get). */
+
+/** A new folded inference copy of m (m is unchanged and may be freed at once).
+ * The copy keeps m's backend for im_nn_plan(f, NULL, ...). Free with im_nn_model_free. */
+IM_NODISCARD im_status_t im_nn_model_fold(const im_nn_model_t *m, im_nn_model_t **out);
+/** 1 for a model made by im_nn_model_fold. */
+int im_nn_model_is_folded(const im_nn_model_t *m);
+
+/** What a graph node computes (eval mode). */
+typedef enum {
+  IM_NN_NODE_INPUT = 0,   /* the image batch [N,C,H,W] */
+  IM_NN_NODE_CONV,        /* conv2d NCHW (weight [K,C/G,R,S], bias [K] or NULL), then act */
+  IM_NN_NODE_BATCHNORM,   /* eval batch norm: (x - running_mean) / sqrt(running_var + eps) * weight + bias */
+  IM_NN_NODE_LAYERNORM,   /* over the last dim, eps, weight and bias [C] */
+  IM_NN_NODE_RELU,
+  IM_NN_NODE_GELU,        /* exact (erf) */
+  IM_NN_NODE_MAXPOOL,     /* pool params */
+  IM_NN_NODE_GLOBAL_AVGPOOL, /* [N,C,H,W] -> [N,C] */
+  IM_NN_NODE_LINEAR,      /* x [..., in] W^T + b, weight [out, in], bias [out] */
+  IM_NN_NODE_DROPOUT,     /* identity in eval mode */
+  IM_NN_NODE_ADD,         /* in[0] + in[1] */
+  IM_NN_NODE_TO_NHWC,     /* permute [N,C,H,W] -> [N,H,W,C] */
+  IM_NN_NODE_TO_NCHW,     /* permute [N,H,W,C] -> [N,C,H,W] */
+  IM_NN_NODE_SCALE,       /* x [N,C,H,W] times weight [C,1,1] */
+  IM_NN_NODE_DROP_PATH,   /* identity in eval mode */
+} im_nn_node_kind_t;
+
+/** One node of a model's graph (nodes are in topological order; node 0 is
+ * the input, the last node gives the logits). Tensors point into the model. */
+typedef struct {
+  im_nn_node_kind_t kind;
+  int n_in;
+  int in[2];                         /* input node indices */
+  const im_tensor_t *weight, *bias;  /* see the kinds; NULL when absent */
+  const im_tensor_t *running_mean, *running_var; /* BATCHNORM */
+  im_conv2d_params_t conv;           /* CONV */
+  im_pool2d_params_t pool;           /* MAXPOOL */
+  im_act_t act;                      /* CONV: activation applied after it (folded models) */
+  float eps;                         /* BATCHNORM, LAYERNORM */
+  int cin, cout;                     /* channels / features in and out */
+} im_nn_node_info_t;
+
+/** The i-th node, i < im_nn_model_num_nodes(m). IM_ERR_ARG when out of range. */
+im_status_t im_nn_node_get(const im_nn_model_t *m, size_t i, im_nn_node_info_t *out);
 
 /* ---- optimizers --------------------------------------------------------------- */
 typedef enum {

@@ -18,7 +18,7 @@ static const char *const op_names[IM_OP_COUNT_] = {
     "global_avgpool_forward", "global_avgpool_backward", "linear_forward",          "linear_backward_data",
     "linear_backward_weight", "dropout_forward",         "dropout_backward",        "add",
     "add_backward",           "softmax_xent_forward",    "softmax_xent_backward",   "nchw_to_nhwc",
-    "nhwc_to_nchw",           "fill",
+    "nhwc_to_nchw",           "fill",                    "conv2d_forward_fused",
 };
 _Static_assert(sizeof op_names / sizeof *op_names == IM_OP_COUNT_, "one name per op");
 
@@ -79,6 +79,7 @@ static int has_member(const im_backend_i *i, im_op_t op) {
     case IM_OP_NCHW_TO_NHWC: return i->nchw_to_nhwc != NULL;
     case IM_OP_NHWC_TO_NCHW: return i->nhwc_to_nchw != NULL;
     case IM_OP_FILL: return i->fill != NULL;
+    case IM_OP_CONV2D_FORWARD_FUSED: return i->conv2d_forward_fused != NULL;
     case IM_OP_COUNT_: break;
   }
   return 0;
@@ -272,22 +273,40 @@ im_status_t im_conv2d_output_shape(const im_conv2d_params_t *p, const int64_t x_
 
 static const int64_t any4[4] = {ANY, ANY, ANY, ANY};
 
-im_status_t im_op_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
-                                 const im_tensor_t *w, const im_tensor_t *bias, im_tensor_t *y) {
-  const char *op = "conv2d_forward";
-  NEED_B(op);
-  im_conv2d_params_t r;
+/* The checks of both forward convolutions; *r gets the resolved params. */
+static im_status_t conv_forward_check(const char *op, const im_conv2d_params_t *p, const im_tensor_t *x,
+                                      const im_tensor_t *w, const im_tensor_t *bias, const im_tensor_t *y,
+                                      im_conv2d_params_t *r) {
   int64_t ys[4];
-  TRY(conv_resolve(op, p, &r));
+  TRY(conv_resolve(op, p, r));
   TRY(chk(op, "x", x, IM_F32, 4, any4));
   TRY(chk(op, "w", w, IM_F32, 4, any4));
-  TRY(conv_shape(op, &r, x->shape, w->shape, ys));
+  TRY(conv_shape(op, r, x->shape, w->shape, ys));
   if (bias) TRY(chk(op, "bias", bias, IM_F32, 1, &ys[1]));
   TRY(chk(op, "y", y, IM_F32, 4, ys));
   TRY(chk_alias(op, "y", y, "x", x, 0));
   TRY(chk_alias(op, "y", y, "w", w, 0));
   TRY(chk_alias(op, "y", y, "bias", bias, 0));
+  return IM_OK;
+}
+
+im_status_t im_op_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
+                                 const im_tensor_t *w, const im_tensor_t *bias, im_tensor_t *y) {
+  const char *op = "conv2d_forward";
+  NEED_B(op);
+  im_conv2d_params_t r;
+  TRY(conv_forward_check(op, p, x, w, bias, y, &r));
   DISPATCH(conv2d_forward, op, &r, x, w, bias, y);
+}
+
+im_status_t im_op_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
+                                       const im_tensor_t *w, const im_tensor_t *bias, im_act_t act, im_tensor_t *y) {
+  const char *op = "conv2d_forward_fused";
+  NEED_B(op);
+  im_conv2d_params_t r;
+  if (act != IM_ACT_NONE && act != IM_ACT_RELU) return im_error(IM_ERR_ARG, "%s: unknown activation %d", op, (int)act);
+  TRY(conv_forward_check(op, p, x, w, bias, y, &r));
+  DISPATCH(conv2d_forward_fused, op, &r, x, w, bias, act, y);
 }
 
 im_status_t im_op_conv2d_backward_data(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *dy,

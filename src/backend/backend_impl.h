@@ -142,6 +142,9 @@ struct im_backend_i {
   im_status_t (*nhwc_to_nchw)(im_backend_t *b, im__ct *x, im__t *y);
   /** im_op_fill (F32). */
   im_status_t (*fill)(im_backend_t *b, im__t *t, float v);
+  /** im_op_conv2d_forward_fused: conv2d_forward then the activation (act is IM_ACT_NONE or IM_ACT_RELU). */
+  im_status_t (*conv2d_forward_fused)(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                      im__ct *bias, im_act_t act, im__t *y);
 };
 
 /** Wraps iface and ctx in a new handle (for backends' constructors). Fails with

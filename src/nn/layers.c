@@ -199,7 +199,10 @@ im_status_t im__nn_layer_forward(im_nn_model_t *m, im__nn_node_t *nd, int traini
   im_tensor_t *y = &nd->out;
   switch (nd->op) {
     case IM__NN_INPUT: return IM_OK;
-    case IM__NN_CONV: return im_op_conv2d_forward(be, &nd->conv, x, ent(m, nd->w), ent(m, nd->b), y);
+    case IM__NN_CONV:
+      if (nd->act != IM_ACT_NONE)
+        return im_op_conv2d_forward_fused(be, &nd->conv, x, ent(m, nd->w), ent(m, nd->b), nd->act, y);
+      return im_op_conv2d_forward(be, &nd->conv, x, ent(m, nd->w), ent(m, nd->b), y);
     case IM__NN_BN: {
       const im_batchnorm_params_t p = {nd->eps, nd->momentum};
       if (!training)

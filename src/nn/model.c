@@ -125,6 +125,10 @@ static im_status_t alloc_slabs(im_nn_model_t *m) {
 }
 
 im_status_t im_nn_model_new(const char *arch, const im_nn_model_opts_t *o, im_nn_model_t **out) {
+  return im__nn_model_build(arch, o, 1, out);
+}
+
+im_status_t im__nn_model_build(const char *arch, const im_nn_model_opts_t *o, int init, im_nn_model_t **out) {
   *out = NULL;
   if (!arch) return im_error(IM_ERR_ARG, "im_nn_model_new: arch is NULL");
   const arch_t *a = find_arch(arch);
@@ -153,7 +157,7 @@ im_status_t im_nn_model_new(const char *arch, const im_nn_model_opts_t *o, im_nn
   }
   if (st == IM_OK) st = m->build_err;
   if (st == IM_OK) st = alloc_slabs(m);
-  if (st == IM_OK) st = im__nn_init_entries(m, ro.seed);
+  if (st == IM_OK && init) st = im__nn_init_entries(m, ro.seed);
   if (st != IM_OK) {
     im_nn_model_free(m);
     return st;
@@ -214,6 +218,9 @@ im_status_t im_nn_state_get(const im_nn_model_t *m, size_t i, im_nn_state_entry_
 
 im_status_t im_nn_state_save(const im_nn_model_t *m, const char *path, const im_safetensors_meta_t *meta,
                              size_t n_meta) {
+  if (m->folded)
+    return im_error(IM_ERR_STATE, "%s: a folded inference model has no PyTorch state_dict to save; save the model it "
+                                  "was folded from", m->arch);
   im_named_tensor_t *list = im_calloc(m->n_ents ? m->n_ents : 1, sizeof *list);
   im_tensor_t *counters = im_calloc(m->n_ents ? m->n_ents : 1, sizeof *counters);
   float *cval = im_calloc(m->n_ents ? m->n_ents : 1, sizeof *cval);
@@ -302,3 +309,6 @@ im_status_t im_nn_state_load(im_nn_model_t *m, const im_safetensors_t *stf) {
   }
   return IM_OK;
 }
+
+void im_nn_rng_get(const im_nn_model_t *m, im_rng_t *out) { *out = m->rng; }
+void im_nn_rng_set(im_nn_model_t *m, const im_rng_t *in) { m->rng = *in; }

@@ -69,6 +69,7 @@ typedef struct {
   int cin, cout;          /* channels in and out (conv, linear, norms) */
   im_conv2d_params_t conv;
   im_pool2d_params_t pool;
+  im_act_t act;           /* conv of a folded model: activation fused after it */
   float eps, momentum;    /* norms */
   float p;                /* dropout and drop-path rate */
   /* set by the planner */
@@ -106,6 +107,7 @@ struct im_nn_model {
   int64_t cur_n;            /* batch size the node views are shaped for */
   int have_logits;          /* a forward ran since the plan */
   int phase;                /* IM__NN_PHASE_* */
+  int folded;               /* im_nn_model_fold's output: inference only */
 };
 
 enum {
@@ -170,6 +172,10 @@ im_status_t im__nn_layer_backward(im_nn_model_t *m, int idx);
 /* ---- init (init.c) ---- */
 /** Initializes every entry from seed as its init says (on im_num_threads() threads). */
 im_status_t im__nn_init_entries(im_nn_model_t *m, uint64_t seed);
+
+/* ---- models (model.c) ---- */
+/** im_nn_model_new, with the weight initialization skipped when init is 0 (the caller fills them). */
+im_status_t im__nn_model_build(const char *arch, const im_nn_model_opts_t *o, int init, im_nn_model_t **out);
 
 /* ---- plan (plan.c) ---- */
 void im__nn_plan_free(im_nn_model_t *m);

@@ -148,6 +148,9 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
                        int training) {
   if (b) m->be = b;
   if (!m->be) return im_error(IM_ERR_ARG, "im_nn_plan: no backend");
+  if (training && m->folded)
+    return im_error(IM_ERR_STATE, "im_nn_plan: %s is a folded inference model; train the model it was folded from",
+                    m->arch);
   if (batch_size < 1 || batch_size > (1 << 20) || img_h < 1 || img_w < 1 || img_h > 65536 || img_w > 65536)
     return im_error(IM_ERR_ARG, "im_nn_plan: batch %lld of %lldx%lld is out of range", (long long)batch_size,
                     (long long)img_h, (long long)img_w);

@@ -108,6 +108,9 @@ im_status_t im__cpu_plan_get(cpu_ctx_t *ctx, const cpu_key_t *key, cpu_build_t *
 /** Creates a primitive descriptor for op_desc (scratchpad in user mode, plus
  * post-op sum when sum is nonzero). dnnl_unimplemented makes the build IM_ERR_UNSUPPORTED. */
 dnnl_primitive_desc_t im__cpu_pd(cpu_build_t *bld, const void *op_desc, const_dnnl_primitive_desc_t hint, int sum);
+/** im__cpu_pd with an eltwise ReLU post-op (after the sum, when both are asked for) when relu is nonzero. */
+dnnl_primitive_desc_t im__cpu_pd_act(cpu_build_t *bld, const void *op_desc, const_dnnl_primitive_desc_t hint, int sum,
+                                     int relu);
 /** A memory object bound to the caller's pointer slot. Returns its index (-1 after an error). */
 int im__cpu_mem_user(cpu_build_t *bld, const dnnl_memory_desc_t *md, int slot);
 /** A memory object in the workspace (its own region). */
@@ -174,6 +177,8 @@ im_status_t im__cpu_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p,
                                    im__t *y);
 im_status_t im__cpu_conv2d_backward_data(im_backend_t *b, const im_conv2d_params_t *p, im__ct *dy, im__ct *w,
                                          im__t *dx);
+im_status_t im__cpu_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                         im__ct *bias, im_act_t act, im__t *y);
 im_status_t im__cpu_conv2d_backward_weight(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *dy,
                                            im__t *dw, im__t *dbias);
 /* cpu_bnorm.c */

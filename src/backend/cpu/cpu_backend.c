@@ -122,14 +122,15 @@ im_status_t im__cpu_plan_finish(cpu_build_t *bld, cpu_plan_t **plan) {
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-static dnnl_primitive_attr_t make_attr(cpu_build_t *bld, int sum) {
+static dnnl_primitive_attr_t make_attr(cpu_build_t *bld, int sum, int relu) {
   dnnl_primitive_attr_t a = NULL;
   dnnl_post_ops_t po = NULL;
   dnnl_status_t s = dnnl_primitive_attr_create(&a);
   if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user);
-  if (s == dnnl_success && sum) {
+  if (s == dnnl_success && (sum || relu)) {
     s = dnnl_post_ops_create(&po);
-    if (s == dnnl_success) s = dnnl_post_ops_append_sum(po, 1.0f);
+    if (s == dnnl_success && sum) s = dnnl_post_ops_append_sum(po, 1.0f);
+    if (s == dnnl_success && relu) s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
     if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(a, po);
     if (po) dnnl_post_ops_destroy(po);
   }
@@ -141,9 +142,10 @@ static dnnl_primitive_attr_t make_attr(cpu_build_t *bld, int sum) {
   return a;
 }
 
-dnnl_primitive_desc_t im__cpu_pd(cpu_build_t *bld, const void *op_desc, const_dnnl_primitive_desc_t hint, int sum) {
+dnnl_primitive_desc_t im__cpu_pd_act(cpu_build_t *bld, const void *op_desc, const_dnnl_primitive_desc_t hint, int sum,
+                                     int relu) {
   if (bld->st != IM_OK) return NULL;
-  dnnl_primitive_attr_t a = make_attr(bld, sum);
+  dnnl_primitive_attr_t a = make_attr(bld, sum, relu);
   if (!a) return NULL;
   dnnl_primitive_desc_t pd = NULL;
   im__cpu_set_threads(bld->ctx->nthreads);
@@ -154,6 +156,10 @@ dnnl_primitive_desc_t im__cpu_pd(cpu_build_t *bld, const void *op_desc, const_dn
     return NULL;
   }
   return pd;
+}
+
+dnnl_primitive_desc_t im__cpu_pd(cpu_build_t *bld, const void *op_desc, const_dnnl_primitive_desc_t hint, int sum) {
+  return im__cpu_pd_act(bld, op_desc, hint, sum, 0);
 }
 
 static int add_mem(cpu_build_t *bld, const dnnl_memory_desc_t *md, int where, int slot) {
@@ -199,7 +205,7 @@ static const dnnl_memory_desc_t *mem_md(cpu_build_t *bld, int mem) {
 static void add_reorder(cpu_build_t *bld, int from, int to, int accumulate) {
   const dnnl_memory_desc_t *a = mem_md(bld, from), *b = mem_md(bld, to);
   if (bld->st != IM_OK) return;
-  dnnl_primitive_attr_t at = make_attr(bld, accumulate);
+  dnnl_primitive_attr_t at = make_attr(bld, accumulate, 0);
   if (!at) return;
   dnnl_primitive_desc_t pd = NULL;
   im__cpu_set_threads(bld->ctx->nthreads);
@@ -411,6 +417,7 @@ static const im_backend_i cpu_iface = {
     .nchw_to_nhwc = im__cpu_nchw_to_nhwc,
     .nhwc_to_nchw = im__cpu_nhwc_to_nchw,
     .fill = im__cpu_fill,
+    .conv2d_forward_fused = im__cpu_conv2d_forward_fused,
 };
 
 im_status_t im_backend_cpu_new(im_backend_t **out) {

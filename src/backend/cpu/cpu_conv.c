@@ -54,32 +54,40 @@ static void conv_key(cpu_key_t *k, im_op_t op, const im_conv2d_params_t *p, cons
   memcpy(k->v, v, sizeof v);
 }
 
-/* A forward pd on "any" layouts: the forward op itself, and the hint the backward ops need. */
-static dnnl_primitive_desc_t fwd_pd(cpu_build_t *bld, conv_mds_t *m, int with_bias) {
+/* A forward pd on "any" layouts: the forward op itself, and the hint the backward ops need.
+ * relu: a fused ReLU post-op (inference). */
+static dnnl_primitive_desc_t fwd_pd_act(cpu_build_t *bld, conv_mds_t *m, int with_bias, int relu) {
   dnnl_convolution_desc_t d;
-  dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(&d, dnnl_forward_training, dnnl_convolution_direct,
-                                                               &m->xa, &m->wa, with_bias ? &m->b : NULL, &m->ya,
-                                                               m->stride, m->dil, m->pad_l, m->pad_r);
+  dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(&d, relu ? dnnl_forward_inference : dnnl_forward_training,
+                                                               dnnl_convolution_direct, &m->xa, &m->wa,
+                                                               with_bias ? &m->b : NULL, &m->ya, m->stride, m->dil,
+                                                               m->pad_l, m->pad_r);
   if (s != dnnl_success) {
     if (bld->st == IM_OK) bld->st = im__cpu_dnnl_error(s, "convolution descriptor");
     return NULL;
   }
-  return im__cpu_pd(bld, &d, NULL, 0);
+  return im__cpu_pd_act(bld, &d, NULL, 0, relu);
+}
+
+static dnnl_primitive_desc_t fwd_pd(cpu_build_t *bld, conv_mds_t *m, int with_bias) {
+  return fwd_pd_act(bld, m, with_bias, 0);
 }
 
 static const dnnl_memory_desc_t *q(const_dnnl_primitive_desc_t pd, dnnl_query_t what) {
   return pd ? dnnl_primitive_desc_query_md(pd, what, 0) : NULL;
 }
 
-/* x is (N,C,H,W) NCHW, w is (K,C/G,R,S), bias is (K) or NULL; y is (N,K,P,Q) NCHW, assigned.
- * One plan: reorder x and w to oneDNN's layouts, convolve (+bias), reorder y back. */
-im_status_t im__cpu_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
-                                   im__t *y) {
+/* x is (N,C,H,W) NCHW, w is (K,C/G,R,S), bias is (K) or NULL; y is (N,K,P,Q) NCHW, assigned,
+ * then ReLU'd when relu. One plan: reorder x and w to oneDNN's layouts, convolve (+bias, +ReLU as
+ * a post-op, so the activation costs no extra pass), reorder y back. */
+static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
+                                int relu, im__t *y) {
   const im_tensor_t *all[] = {x, w, bias, y};
   if (im__cpu_any_empty(4, all)) return IM_ERR_UNSUPPORTED;
   cpu_ctx_t *c = im__cpu_ctx(b);
   cpu_key_t k;
-  conv_key(&k, IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL);
+  conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL);
+  k.variant = relu;
   cpu_build_t bld;
   cpu_plan_t *pl;
   im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
@@ -87,7 +95,7 @@ im_status_t im__cpu_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p,
   if (!pl) {
     conv_mds_t m;
     conv_mds(p, x->shape, w->shape, y->shape, &m);
-    dnnl_primitive_desc_t pd = fwd_pd(&bld, &m, bias != NULL);
+    dnnl_primitive_desc_t pd = fwd_pd_act(&bld, &m, bias != NULL, relu);
     const int mx = im__cpu_mem_in(&bld, &m.x, 0, q(pd, dnnl_query_src_md));
     const int mw = im__cpu_mem_in(&bld, &m.w, 1, q(pd, dnnl_query_weights_md));
     const int mb = bias ? im__cpu_mem_user(&bld, &m.b, 2) : -1;
@@ -102,6 +110,16 @@ im_status_t im__cpu_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p,
   if (pl->unsupported) return IM_ERR_UNSUPPORTED;
   void *const user[4] = {x->data, w->data, bias ? bias->data : NULL, y->data};
   return im__cpu_plan_run(c, pl, user);
+}
+
+im_status_t im__cpu_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
+                                   im__t *y) {
+  return conv_forward(b, p, x, w, bias, 0, y);
+}
+
+im_status_t im__cpu_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                         im__ct *bias, im_act_t act, im__t *y) {
+  return conv_forward(b, p, x, w, bias, act == IM_ACT_RELU, y);
 }
 
 /* dy is (N,K,P,Q) NCHW, w is (K,C/G,R,S); dx is (N,C,H,W) NCHW, assigned.

@@ -27,6 +27,8 @@ im_status_t im__ref_layernorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, i
                                        im__ct *save_invstd, im__t *dx, im__t *dgamma, im__t *dbeta);
 /* ref_eltwise.c */
 im_status_t im__ref_relu_forward(im_backend_t *b, im__ct *x, im__t *y);
+im_status_t im__ref_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                         im__ct *bias, im_act_t act, im__t *y);
 im_status_t im__ref_relu_backward(im_backend_t *b, im__ct *y, im__ct *dy, im__t *dx);
 im_status_t im__ref_gelu_forward(im_backend_t *b, im__ct *x, im__t *y);
 im_status_t im__ref_gelu_backward(im_backend_t *b, im__ct *x, im__ct *dy, im__t *dx);

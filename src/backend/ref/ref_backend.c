@@ -36,6 +36,7 @@ const im_backend_i im__ref_iface = {
     .nchw_to_nhwc = im__ref_nchw_to_nhwc,
     .nhwc_to_nchw = im__ref_nhwc_to_nchw,
     .fill = im__ref_fill,
+    .conv2d_forward_fused = im__ref_conv2d_forward_fused,
 };
 
 im_status_t im_backend_ref_new(im_backend_t **out) { return im__backend_new(&im__ref_iface, NULL, out); }
