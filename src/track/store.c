@@ -199,7 +199,19 @@ static const char mig_3[] =
     "UPDATE schema_version SET version = 3;";
 
 /* migrations[v] takes a database at version v to v + 1. */
-static const char *const migrations[IM_TRACK_SCHEMA_VERSION] = {mig_1, mig_2, mig_3};
+/* v4: the intermediate values trials report (per-epoch metric), for the
+ * sweeps' hyperband early termination across agents. */
+static const char mig_4[] =
+    "CREATE TABLE sweep_trial_steps ("
+    "  sweep_id TEXT NOT NULL,"
+    "  trial INTEGER NOT NULL,"
+    "  step INTEGER NOT NULL,"
+    "  value REAL,"
+    "  PRIMARY KEY (sweep_id, trial, step),"
+    "  FOREIGN KEY (sweep_id, trial) REFERENCES sweep_trials(sweep_id, trial) ON DELETE CASCADE) WITHOUT ROWID;"
+    "UPDATE schema_version SET version = 4;";
+
+static const char *const migrations[IM_TRACK_SCHEMA_VERSION] = {mig_1, mig_2, mig_3, mig_4};
 
 static im_status_t migrate_step(im_track_store_t *s, int from) {
   char *err = NULL;
