@@ -6,13 +6,16 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 VENV ?= .venv
+KFP_VENV ?= .venv-kfp
 PY := $(VENV)/bin/python
 FUZZ_SECONDS ?= 20
 DEMO_DIR ?= demo-data/surface
 DEMO_COUNT ?= 2000
 DEMO_EPOCHS ?= 5
+DEMO_SERVE_PORT ?= 3000
+DEMO_SERVER_PORT ?= 5000
 
-.PHONY: all deps build asan fuzz venv test unit unit-asan fuzz-smoke integration demo bench clean
+.PHONY: all deps build asan fuzz venv test unit unit-asan fuzz-smoke integration demo bench bench-infer bench-train bench-serve bench-sweep bench-track clean
 
 all: build
 
@@ -42,7 +45,13 @@ $(VENV)/.ok: tests/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-venv: deps $(VENV)/.ok
+# The kfp SDK pins protobuf/click exactly: its own venv (tests/requirements-kfp.txt).
+$(KFP_VENV)/.ok: tests/requirements-kfp.txt
+	/usr/bin/python3 -m venv $(KFP_VENV)
+	$(KFP_VENV)/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements-kfp.txt
+	touch $@
+
+venv: deps $(VENV)/.ok $(KFP_VENV)/.ok
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
@@ -85,10 +94,51 @@ demo: build
 	$(BUILD)/imops models register $$run surface; \
 	echo "== imops predict"; \
 	$(BUILD)/imops predict --model models:/surface/latest $(DEMO_DIR)/Positive/00001.jpg $(DEMO_DIR)/Negative/00001.jpg; \
-	echo "Next stages (serve, pipeline) arrive with their issues."
+	echo "== imops export onnx"; \
+	$(BUILD)/imops export onnx models:/surface/latest $(DEMO_DIR)/../surface.onnx --with-preprocess --probabilities; \
+	echo "== imops serve (model server) and imops server (tracking + registry, MLflow REST API)"; \
+	$(BUILD)/imops serve models:/surface/latest --port $(DEMO_SERVE_PORT) & serve_pid=$$!; \
+	$(BUILD)/imops server --port $(DEMO_SERVER_PORT) & server_pid=$$!; \
+	trap 'kill $$serve_pid $$server_pid 2>/dev/null; wait $$serve_pid $$server_pid 2>/dev/null' EXIT; \
+	for i in $$(seq 100); do curl -sf http://127.0.0.1:$(DEMO_SERVE_PORT)/readyz >/dev/null && break; sleep 0.1; done; \
+	echo "sample prediction over HTTP:"; \
+	$(BUILD)/imops predict --url http://127.0.0.1:$(DEMO_SERVE_PORT) $(DEMO_DIR)/Positive/00001.jpg; \
+	curl -s -F file=@$(DEMO_DIR)/Positive/00001.jpg 'http://127.0.0.1:$(DEMO_SERVE_PORT)/predict?format=classes'; echo; \
+	echo; \
+	echo "model server:    http://127.0.0.1:$(DEMO_SERVE_PORT)/docs  (/predict, /v2, /metrics)"; \
+	echo "tracking server: http://127.0.0.1:$(DEMO_SERVER_PORT)/api/2.0/mlflow/experiments/search?max_results=10"; \
+	echo "Both stop when the demo ends; to keep them: $(BUILD)/imops serve models:/surface/latest --port $(DEMO_SERVE_PORT)"; \
+	echo "and $(BUILD)/imops server --port $(DEMO_SERVER_PORT). The whole flow as a pipeline:"; \
+	echo "$(BUILD)/imops pipeline run examples/surface/pipeline.yaml -p data_dir=$(DEMO_DIR) -p preprocess_yes_no=no"
 
 bench: build
 	bench/preprocess/run.sh
+
+# Inference race: imops' folded graph vs ONNX Runtime and PyTorch (bench/infer/run.sh).
+bench-infer: build venv
+	cmake --build $(BUILD) --target bench_infer -j$(JOBS)
+	PYTHON=$(PY) bench/infer/run.sh $(BUILD)
+
+# Sweep searches: imops random/bayes against Optuna's random/TPE on Branin, Hartmann-6
+# and a mixed function, median best after 10/25/50 trials over 10 seeds (bench/sweep/run.sh).
+bench-sweep: build venv
+	cmake --build $(BUILD) --target bench_sweep -j$(JOBS)
+	BUILD=$(BUILD) PY=$(PY) bench/sweep/run.sh 10
+
+# Training race: imops against PyTorch, img/s, memory, GFLOP/s (bench/train/run.sh).
+bench-train: build
+	cmake --build $(BUILD) --target bench_train -j$(JOBS)
+	bench/train/run.sh $(BUILD)
+
+# Serving race: imops serve against BentoML (same network and weights) under wrk at
+# concurrency 1, 8, 64: req/s, p50/p99, memory (bench/serve/run.sh; makes bench/.venv-bentoml).
+bench-serve: build
+	IMOPS_BIN=$(BUILD)/imops bench/serve/run.sh
+
+# Tracking server race: imops server against mlflow server (SQLite), log_batch req/s and
+# run search p50/p99 over 10,000 runs, median of 3 (bench/track/run.sh).
+bench-track: build venv
+	PY=$(PY) bench/track/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

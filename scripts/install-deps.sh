@@ -7,12 +7,14 @@ PKGS=(
   build-essential cmake pkg-config clang libomp-dev
   libturbojpeg0-dev libjpeg-dev libpng-dev zlib1g-dev
   libjansson-dev libyaml-dev libsqlite3-dev
-  libmicrohttpd-dev libcurl4-openssl-dev
+  libmicrohttpd-dev libcurl4-openssl-dev libxml2-dev curl
   libdnnl-dev
+  protobuf-c-compiler libprotobuf-c-dev
   libcmocka-dev
   python3 python3-venv python3-pip python3-pytest python3-numpy python3-pil
   dataset-fashion-mnist
   python3-torch python3-torchvision python3-pandas
+  prometheus wrk
 )
 
 missing=()

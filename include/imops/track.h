@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 /** The schema version this build creates and migrates to. */
-#define IM_TRACK_SCHEMA_VERSION 3
+#define IM_TRACK_SCHEMA_VERSION 4
 /** "No time given" / "not set" (e.g. end_time of a running run). */
 #define IM_TRACK_NO_TIME INT64_MIN
 
@@ -393,6 +393,61 @@ im_status_t im_track_model_version_get_by_alias(im_track_store_t *s, const char 
 im_status_t im_track_model_latest_versions(im_track_store_t *s, const char *name, const char *const *stages,
                                            int n_stages, im_track_model_version_list_t **out);
 
+/* ---- pipeline runs (src/track/pipelines.c; written by src/pipeline) ------------------------ */
+/* Statuses: runs PENDING RUNNING SUCCEEDED FAILED CANCELED; steps also
+ * SKIPPED and CACHED. inputs / outputs are JSON object texts. */
+typedef struct {
+  char *step_name;
+  char *status;
+  char *run_uuid; /* the tracked run the step made, when known (NULL) */
+  int64_t attempt;
+  char *cache_key; /* NULL when none */
+  char *inputs;    /* {"argv": [...], "params": {...}, "inputs": {path: hash}, "log": path, ...} */
+  char *outputs;   /* {"name": "value"} */
+  char *message;
+  int64_t start_time, end_time; /* IM_TRACK_NO_TIME when unset */
+} im_track_pipeline_step_t;
+
+typedef struct {
+  char *pipeline_run_id;
+  char *pipeline_name;
+  char *spec;   /* the pipeline file as JSON */
+  char *params; /* {"name": value} */
+  char *status;
+  char *experiment_id; /* NULL when none */
+  char *run_uuid;      /* the tracked run holding params and logs (NULL) */
+  int64_t creation_time, start_time, end_time;
+  int n_steps;
+  im_track_pipeline_step_t *steps; /* in the order they were first recorded */
+} im_track_pipeline_run_t;
+
+typedef struct {
+  int64_t n;
+  im_track_pipeline_run_t *items;
+} im_track_pipeline_run_list_t;
+
+void im_track_pipeline_run_free(im_track_pipeline_run_t *r);
+void im_track_pipeline_run_list_free(im_track_pipeline_run_list_t *l);
+/** Creates a PENDING pipeline run; *id_out: 32 hex digits (im_free). */
+im_status_t im_track_pipeline_run_create(im_track_store_t *s, const char *name, const char *spec_json,
+                                         const char *params_json, const char *experiment_id, const char *run_uuid,
+                                         char **id_out);
+/** Sets the status (NULL: unchanged) and times (IM_TRACK_NO_TIME: unchanged). */
+im_status_t im_track_pipeline_run_update(im_track_store_t *s, const char *id, const char *status, int64_t start_time,
+                                         int64_t end_time);
+/** Records a step (inserted, or replaced by name within the run). */
+im_status_t im_track_pipeline_step_put(im_track_store_t *s, const char *id, const im_track_pipeline_step_t *step);
+/** The outputs of the latest SUCCEEDED step with this cache key outside run
+ * not_run_id (NULL: any); IM_ERR_NOT_FOUND when none. from_run_id / from_step
+ * (may be NULL) say where it came from. All im_free. */
+im_status_t im_track_pipeline_cache_find(im_track_store_t *s, const char *cache_key, const char *not_run_id,
+                                         char **outputs_json, char **from_run_id, char **from_step);
+/** A run with its steps, by id or a unique prefix of it. */
+im_status_t im_track_pipeline_run_get(im_track_store_t *s, const char *id, im_track_pipeline_run_t **out);
+/** The newest runs first (of one pipeline, or all when pipeline_name is NULL), with steps; max 0: 100. */
+im_status_t im_track_pipeline_run_list(im_track_store_t *s, const char *pipeline_name, int64_t max,
+                                       im_track_pipeline_run_list_t **out);
+
 /* ---- model URIs ------------------------------------------------------------------------ */
 typedef enum {
   IM_TRACK_URI_RUNS = 1, /* runs:/<run_id>/<path> */
@@ -426,6 +481,111 @@ im_status_t im_track_uri_parse(const char *uri, im_track_uri_t **out);
  * through the registry (a version's source may itself be a runs:/ URI).
  * Unknown run, model, version, alias or empty stage: IM_ERR_NOT_FOUND. */
 im_status_t im_track_resolve_uri(im_track_store_t *s, const char *uri, im_track_uri_t **out);
+
+/* ---- artifact stores --------------------------------------------------------------------- */
+/* A tree of artifacts under a root URI: a local directory (file:///abs, a
+ * plain path) or S3 (s3://bucket/prefix; endpoint from MLFLOW_S3_ENDPOINT_URL,
+ * credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
+ * region AWS_DEFAULT_REGION; path-style requests signed with SigV4). Paths
+ * below the root are relative, '/'-separated, without "." or ".." ("" is the
+ * root). Writes are atomic for readers: a file appears whole or not at all
+ * (local: temporary file and rename; S3: one PutObject, or a multipart upload
+ * that is completed only after every part arrived and aborted on failure).
+ * Files of IMOPS_S3_MULTIPART_MB (default 64) MiB or more go up in parts of
+ * IMOPS_S3_PART_MB (default 16, at least 5) MiB. A handle is used by one
+ * thread at a time. */
+typedef struct im_track_artifacts im_track_artifacts_t;
+
+typedef struct {
+  char *path; /* relative to the listed directory for im_track_artifacts_list (a basename),
+                 relative to the listed prefix for the recursive listing */
+  int is_dir;
+  int64_t size; /* files only */
+} im_track_file_info_t;
+
+typedef struct {
+  int64_t n;
+  im_track_file_info_t *items;
+} im_track_file_list_t;
+void im_track_file_list_free(im_track_file_list_t *l);
+
+/** Opens a store rooted at root_uri (nothing is created yet). */
+im_status_t im_track_artifacts_open(const char *root_uri, im_track_artifacts_t **out);
+void im_track_artifacts_free(im_track_artifacts_t *a);
+/** 1 for S3, 0 for a local directory. */
+int im_track_artifacts_is_remote(const im_track_artifacts_t *a);
+/** Stores a local file at rel (streamed, atomic). */
+im_status_t im_track_artifacts_put_file(im_track_artifacts_t *a, const char *rel, const char *local_path);
+/** Stores bytes at rel (atomic). */
+im_status_t im_track_artifacts_put_bytes(im_track_artifacts_t *a, const char *rel, const void *data, size_t len);
+/** Stores every regular file under local_dir below rel, keeping the layout. */
+im_status_t im_track_artifacts_put_dir(im_track_artifacts_t *a, const char *rel, const char *local_dir);
+/** The direct children of directory rel, sorted by name (a missing directory is an empty list). */
+im_status_t im_track_artifacts_list(im_track_artifacts_t *a, const char *rel, im_track_file_list_t **out);
+/** Every file below rel (paths relative to rel), sorted. */
+im_status_t im_track_artifacts_list_all(im_track_artifacts_t *a, const char *rel, im_track_file_list_t **out);
+/** 1 when rel is a file, 2 when a directory (has files below it), 0 when absent. */
+im_status_t im_track_artifacts_stat(im_track_artifacts_t *a, const char *rel, int *kind);
+/** Fetches file rel to local_path (atomically). Missing: IM_ERR_NOT_FOUND. */
+im_status_t im_track_artifacts_get_file(im_track_artifacts_t *a, const char *rel, const char *local_path);
+/** Fetches the tree below rel into local_dir, which appears whole (a temporary
+ * directory beside it, renamed into place; an existing local_dir is kept as
+ * it is). Nothing below rel: IM_ERR_NOT_FOUND. */
+im_status_t im_track_artifacts_get_dir(im_track_artifacts_t *a, const char *rel, const char *local_dir);
+/** Removes file rel, or everything below directory rel. */
+im_status_t im_track_artifacts_delete(im_track_artifacts_t *a, const char *rel);
+/** A local copy of the artifact tree (or file) at uri, for reading: local URIs
+ * give their path; s3:// ones are fetched once into
+ * <cache_dir>/<hash of the URI>/<last name>, atomically (cache_dir NULL:
+ * $IMOPS_HOME/cache/artifacts, else ./imops-workspace/cache/artifacts). */
+im_status_t im_track_artifacts_fetch(const char *uri, const char *cache_dir, char **local_out);
+
+/* ---- tracking clients ------------------------------------------------------------------------- */
+/* What imops train / test log through: the embedded store, or a tracking
+ * server spoken to with MLflow's REST API (imops server or mlflow server).
+ *   im_track_client_open(NULL, &c)                 embedded, $IMOPS_HOME
+ *   im_track_client_open("http://127.0.0.1:5000", &c)  REST
+ * A NULL uri takes MLFLOW_TRACKING_URI when it is http(s)://. Bearer token:
+ * MLFLOW_TRACKING_TOKEN (or IMOPS_TOKEN); basic auth: MLFLOW_TRACKING_USERNAME /
+ * MLFLOW_TRACKING_PASSWORD. One thread at a time per client. */
+typedef struct im_track_client im_track_client_t;
+
+/** uri: NULL, a workspace path, file://..., sqlite:///x.db: embedded; http(s)://: REST. */
+im_status_t im_track_client_open(const char *uri, im_track_client_t **out);
+void im_track_client_close(im_track_client_t *c);
+/** 1 for a REST client. */
+int im_track_client_is_remote(const im_track_client_t *c);
+/** The embedded store (NULL for a REST client). */
+im_track_store_t *im_track_client_store(im_track_client_t *c);
+/** A text naming where runs go ("http://...", or the workspace directory). */
+const char *im_track_client_where(const im_track_client_t *c);
+/** The id of the experiment called name (NULL or "": "Default"), created when
+ * missing; a deleted one is IM_ERR_STATE. *id is im_malloc'd. */
+im_status_t im_track_client_experiment_id(im_track_client_t *c, const char *name, char **id);
+im_status_t im_track_client_run_create(im_track_client_t *c, const im_track_run_create_t *rc, im_track_run_t **out);
+im_status_t im_track_client_run_get(im_track_client_t *c, const char *run_id, im_track_run_t **out);
+im_status_t im_track_client_run_update(im_track_client_t *c, const char *run_id, const im_track_run_update_t *u);
+im_status_t im_track_client_set_tag(im_track_client_t *c, const char *run_id, const char *key, const char *value);
+/** Any number of entries: sent in batches within MLflow's limits (metrics
+ * keep their order). */
+im_status_t im_track_client_log_batch(im_track_client_t *c, const char *run_id, const im_track_metric_in_t *metrics,
+                                      int n_metrics, const im_track_kv_t *params, int n_params,
+                                      const im_track_kv_t *tags, int n_tags);
+im_status_t im_track_client_metric_history(im_track_client_t *c, const char *run_id, const char *key,
+                                           im_track_metric_list_t **out);
+/** Uploads a local file or directory as the run's artifact artifact_path
+ * (for a directory: its files below artifact_path; for a file: artifact_path
+ * is the file's artifact path). The run's artifact_uri decides where:
+ * mlflow-artifacts:/ through the server's proxy, s3:// straight to S3,
+ * file:// or a path on this machine. */
+im_status_t im_track_client_log_artifacts(im_track_client_t *c, const char *run_id, const char *local_path,
+                                          const char *artifact_path);
+/** Resolves a model URI (runs:/, models:/, s3://, file://, a path, mlflow-artifacts:/)
+ * and makes it local: remote artifacts are fetched into cache_dir (NULL: the
+ * default cache, see im_track_artifacts_fetch). *local_dir is im_malloc'd;
+ * *run_id (may be NULL) receives the run behind the model when known. */
+im_status_t im_track_client_fetch_model(im_track_client_t *c, const char *uri, const char *cache_dir,
+                                        char **local_dir, char **run_id);
 
 #ifdef __cplusplus
 }

@@ -29,9 +29,9 @@
  * Determinism: the same options, seed, backend and thread count give bitwise
  * identical weights, and a run resumed from any checkpoint ends with the same
  * weights as an uninterrupted one (the loader restarts at the exact batch; the
- * optimizer, BN statistics, schedule and running sums are restored). Models
- * with dropout / stochastic depth draw from a stream inside the model that
- * checkpoints cannot restore yet, so only their resumed runs may differ.
+ * optimizer, BN statistics, schedule and running sums are restored), also
+ * with dropout / stochastic depth: the state of the model's random stream
+ * (im_nn_rng_get) is part of the trainer state.
  *
  * Accuracies are fractions in [0, 1] everywhere in this API and in the store;
  * the CLI shows percentages.
@@ -105,6 +105,8 @@ typedef struct {
   const char *model;    /* architecture name (im_nn_arch_name); "surfacenet" by default */
   int img_size;         /* 0: the size DATA was last preprocessed at */
   float width;          /* model channel multiplier (0: 1) */
+  float dropout;        /* dropout before the final Linear, in [0, 1) (0: none) */
+  float drop_path;      /* convnext stochastic depth rate of the last block, in [0, 1) (0: none) */
   int init_torch;       /* 1: conv weights as PyTorch's default for a plain nn.Conv2d (kaiming_uniform_(a=sqrt 5),
                            U(+-1/sqrt(fan_in))) instead of the architecture's (torchvision ResNet's kaiming_normal_
                            fan_out); 0: the architecture's */
@@ -153,6 +155,10 @@ typedef struct {
   im_train_epoch_fn on_epoch;
   im_progress_fn prep_progress; /* preprocessing progress when DATA needs it */
   void *user;
+  /* set by sweeps (zero: none) */
+  const char *parent_run_id;    /* the new run gets tag mlflow.parentRunId */
+  const char *const *run_tags;  /* more tags for the new run: key, value, key, value, ..., NULL (at most 16 pairs) */
+  const volatile int *stop;     /* when on_epoch sets it non-zero: end after that epoch as early stopping does */
 } im_train_opts_t;
 
 /** The defaults: surfacenet, 10 epochs, batch 64, SGD lr 0.05 momentum 0.9
@@ -218,7 +224,14 @@ IM_NODISCARD im_status_t im_train_model_open(const char *uri, const char *device
 void im_train_model_close(im_train_model_t *m);
 /** The bundle's metadata (classes, img size, mean/std). */
 const im_nn_bundle_meta_t *im_train_model_meta(const im_train_model_t *m);
+/** The model's network: the folded inference graph of the bundle (im_nn_model_fold:
+ * batch norm folded, ReLU fused), ready for im_nn_plan(nn, NULL, batch, h, w, 0),
+ * im_nn_forward (eval) and im_nn_predict; it cannot be trained or saved. */
 im_nn_model_t *im_train_model_nn(im_train_model_t *m);
+/** Decodes an image file as im_train_predict_file and writes both the logits and the
+ * class probabilities (num_classes floats each; either may be NULL). */
+IM_NODISCARD im_status_t im_train_predict_file_logits(im_train_model_t *m, const char *path, float *logits,
+                                                      float *probs);
 /** The bundle directory, and the run it came from (runs:/, models:/ or the
  * MLmodel's run_id; NULL when unknown). */
 const char *im_train_model_dir(const im_train_model_t *m);

@@ -65,5 +65,13 @@ int cli_experiments(int argc, char **argv);
 int cli_runs(int argc, char **argv);
 int cli_models(int argc, char **argv);
 int cli_server(int argc, char **argv);
+int cli_sweep(int argc, char **argv);
+/** imops train --params-from-sweep ID: sets *opts (an im_train_opts_t *) from the
+ * sweep's best trial and prints which parameters were taken; 0, or an exit status. */
+int cli_sweep_train_params(const char *cmd, int argc, char **argv, void *opts);
+int cli_artifacts(int argc, char **argv);
+int cli_pipeline(int argc, char **argv);
+int cli_serve(int argc, char **argv);
+int cli_export(int argc, char **argv);
 
 #endif

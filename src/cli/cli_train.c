@@ -10,6 +10,8 @@
 
 #include "cli.h"
 #include "imops/core.h"
+#include "imops/http.h"
+#include "imops/monitor.h"
 #include "imops/train.h"
 
 static const char usage_text[] =
@@ -30,6 +32,8 @@ static const char usage_text[] =
     "  --img-size S            input size (default: the size DIR was preprocessed at)\n"
     "  --model NAME            architecture (default surfacenet; see below)\n"
     "  --width W               channel multiplier (default 1)\n"
+    "  --dropout P             dropout before the final Linear (default 0: none)\n"
+    "  --drop-path P           convnext stochastic depth rate of the last block (default 0: none)\n"
     "  --init model|torch      conv weight init: the architecture's (torchvision ResNet's, default)\n"
     "                          or PyTorch's default for a plain Conv2d (U(+-1/sqrt(fan_in)))\n"
     "  --epochs N              epochs (default 10)\n"
@@ -58,6 +62,8 @@ static const char usage_text[] =
     "  --threads N             compute threads (default: IMOPS_NUM_THREADS, else all cores)\n"
     "  --output DIR            checkpoints and model (default $IMOPS_HOME/checkpoints/<run name>)\n"
     "  --resume DIR            continue a stopped run from its checkpoint (DIR or DIR/last)\n"
+    "  --params-from-sweep ID  take the best trial's parameters of sweep ID (options given here still win)\n"
+    "  --metrics-stdout        also print 'val_loss=0.41 val_accuracy=0.87 ...' lines per epoch (Katib's collector)\n"
     "  --early-stopping N      stop after N epochs without a better validation accuracy\n"
     "  --checkpoint-every N    also checkpoint every N steps (default: off)\n"
     "  --checkpoint-seconds S  also checkpoint every S seconds (default 60; 0: off)\n"
@@ -67,8 +73,15 @@ static const char usage_text[] =
     "  --experiment NAME       experiment (default Default; created when missing)\n"
     "  --run-name NAME         run name (default: generated)\n"
     "  --log-every N           per-step metrics every N steps (default 50)\n"
-    "  --tracking-uri URI      the store (a workspace path); remote servers are not supported yet\n"
+    "  --tracking-uri URI      a workspace path, or http(s)://host:port: imops server or mlflow\n"
+    "                          server through MLflow's REST API (default: $MLFLOW_TRACKING_URI when\n"
+    "                          it is http(s)://, else the workspace store)\n"
     "  --no-track              do not log to the tracking store\n"
+    "monitoring:\n"
+    "  --metrics-port P        serve the training's progress (epoch, step, loss, accuracy,\n"
+    "                          images/s, learning rate) for Prometheus on http://HOST:P/metrics\n"
+    "                          while it runs (0: any free port, printed on stderr)\n"
+    "  --metrics-host H        address to bind (default 127.0.0.1; 0.0.0.0 for all)\n"
     "output:\n"
     "  --json                  print the result as JSON on stdout\n"
     "  -h, --help              show this help\n"
@@ -82,15 +95,136 @@ static void on_signal(int sig) {
   signal(sig, SIG_DFL); /* a second signal ends the process at once */
 }
 
+/* ---- --metrics-port: the run's progress as Prometheus metrics (docs: metrics.md) ---- */
+typedef struct {
+  im_monitor_t *reg;
+  im_http_server_t *srv;
+  im_monitor_family_t *loss_f, *acc_f;
+  im_monitor_series_t *epoch, *step, *ips, *lr, *images, *loss[2], *acc[2]; /* [0] train, [1] val */
+  int batch_size;
+  int64_t pass_epoch, first_step; /* the train pass this process saw: its epoch and first step */
+  double pass_t0, counted;        /* when that first step ended; images counted in the pass */
+} train_metrics_t;
+
+static im_status_t metrics_split(train_metrics_t *m, int val) {
+  const char *split[] = {val ? "val" : "train"};
+  im_status_t st;
+  if (!m->loss[val] && (st = im_monitor_series(m->loss_f, split, &m->loss[val]))) return st;
+  if (!m->acc[val] && (st = im_monitor_series(m->acc_f, split, &m->acc[val]))) return st;
+  return IM_OK;
+}
+
+static im_status_t metrics_handler(im_http_req_t *req, im_http_resp_t *resp, void *user) {
+  im_buf_t text = {0};
+  im_status_t st = im_monitor_expose(user, &text);
+  if (!st) st = im_http_resp_text(resp, 200, IM_MONITOR_CONTENT_TYPE, text.data ? text.data : "");
+  im_buf_free(&text);
+  return st;
+}
+
+/* Registers the metrics and starts the server on host:port. */
+static im_status_t metrics_start(train_metrics_t *m, const char *host, int port) {
+  static const char *split_label[] = {"split"};
+  im_monitor_family_t *f;
+  im_status_t st;
+  if ((st = im_monitor_new(&m->reg)) || (st = im_monitor_build_info_register(m->reg)) ||
+      (st = im_monitor_process_register(m->reg)))
+    return st;
+#define GAUGE(name, help, out)                                                 \
+  if ((st = im_monitor_gauge(m->reg, name, help, 0, NULL, &f)) || (st = im_monitor_series(f, NULL, out))) return st
+  GAUGE("imops_train_epoch", "The epoch in progress (1-based; the last one done after it ends).", &m->epoch);
+  GAUGE("imops_train_step", "Optimizer steps taken in the whole run (global step).", &m->step);
+  GAUGE("imops_train_images_per_second", "Training throughput: train images per second of the current epoch.", &m->ips);
+  GAUGE("imops_train_learning_rate", "The learning rate of the last step.", &m->lr);
+#undef GAUGE
+  if ((st = im_monitor_gauge(m->reg, "imops_train_loss", "Mean loss: the running mean of the current train pass, "
+                             "and of the last validation pass.", 1, split_label, &m->loss_f)) ||
+      (st = im_monitor_gauge(m->reg, "imops_train_accuracy", "Accuracy (fraction): the running accuracy of the "
+                             "current train pass, and of the last validation pass.", 1, split_label, &m->acc_f)) ||
+      (st = im_monitor_counter(m->reg, "imops_train_images_total", "Train images processed by this process.", 0,
+                               NULL, &f)) ||
+      (st = im_monitor_series(f, NULL, &m->images)) || (st = metrics_split(m, 0)))
+    return st;
+  im_http_server_opts_t so = {.host = host, .port = port, .threads = 2, .max_connections = 64};
+  if ((st = im_http_server_new(&so, &m->srv)) ||
+      (st = im_http_server_route(m->srv, "GET", "/metrics", metrics_handler, m->reg)))
+    return st;
+  return im_http_server_start(m->srv);
+}
+
+static void metrics_stop(train_metrics_t *m) {
+  if (m->srv && im_http_server_port(m->srv) > 0) (void)im_http_server_stop(m->srv, 2.0);
+  im_http_server_free(m->srv);
+  im_monitor_free(m->reg);
+}
+
+/* The batch size of the run a checkpoint continues (--resume takes it from there). */
+static int checkpoint_batch_size(const char *dir) {
+  im_train_checkpoint_t *ck = NULL;
+  int bs = 0;
+  if (im_train_checkpoint_open(dir, &ck) == IM_OK) {
+    json_t *j = json_load_file(ck->trainer_path, 0, NULL);
+    bs = (int)json_integer_value(json_object_get(json_object_get(j, "options"), "batch_size"));
+    json_decref(j);
+  }
+  im_train_checkpoint_free(ck);
+  return bs;
+}
+
+/* Per train step: the batch is counted when it is whole; the last (maybe
+ * smaller) batch of a pass is counted in metrics_epoch, which knows the pass's size. */
+static void metrics_progress(train_metrics_t *m, const im_train_progress_t *p) {
+  if (strcmp(p->stage, "train") != 0) return;
+  double now = im_time_now();
+  if (m->pass_epoch != p->epoch) {
+    m->pass_epoch = p->epoch;
+    m->first_step = p->step;
+    m->pass_t0 = now;
+    m->counted = 0;
+  }
+  im_monitor_set(m->epoch, (double)p->epoch);
+  im_monitor_set(m->step, (double)p->global_step);
+  im_monitor_set(m->loss[0], p->loss);
+  im_monitor_set(m->acc[0], p->accuracy);
+  im_monitor_set(m->lr, p->lr);
+  if (p->step < p->steps) {
+    im_monitor_inc(m->images, m->batch_size);
+    m->counted += m->batch_size;
+  }
+  if (p->step > m->first_step && now > m->pass_t0)
+    im_monitor_set(m->ips, (double)(p->step - m->first_step) * m->batch_size / (now - m->pass_t0));
+}
+
+static void metrics_epoch(train_metrics_t *m, const im_train_epoch_t *e) {
+  im_monitor_set(m->epoch, (double)e->epoch);
+  im_monitor_set(m->loss[0], e->train_loss);
+  im_monitor_set(m->acc[0], e->train_accuracy);
+  im_monitor_set(m->lr, e->lr);
+  if (isfinite(e->images_per_second)) im_monitor_set(m->ips, e->images_per_second);
+  /* the pass's images (before a resume too) less those before this process's first step */
+  double pass = floor(e->images_per_second * e->epoch_seconds + 0.5);
+  double mine = pass - (double)(m->first_step - 1) * m->batch_size;
+  if (m->pass_epoch == e->epoch && isfinite(mine) && mine > m->counted) im_monitor_inc(m->images, mine - m->counted);
+  m->counted = 0;
+  if (isfinite(e->val_loss) && metrics_split(m, 1) == IM_OK) {
+    im_monitor_set(m->loss[1], e->val_loss);
+    im_monitor_set(m->acc[1], e->val_accuracy);
+  }
+}
+
 typedef struct {
   cli_progress_t *bar;
   char stage[16];
   int64_t epoch;
   int json;
+  train_metrics_t *mx; /* NULL without --metrics-port */
 } ui_t;
+
+static int g_metrics_stdout; /* --metrics-stdout: "name=value" lines per epoch (Katib's StdOut collector) */
 
 static void on_progress(void *user, const im_train_progress_t *p) {
   ui_t *u = user;
+  if (u->mx) metrics_progress(u->mx, p);
   if (!u->bar || strcmp(u->stage, p->stage) != 0 || u->epoch != p->epoch) {
     cli_progress_finish(u->bar);
     u->bar = cli_progress_new("", p->steps);
@@ -118,8 +252,15 @@ static void on_prep(void *user, const char *stage, int64_t done, int64_t total) 
 
 static void on_epoch(void *user, const im_train_epoch_t *e, int improved) {
   ui_t *u = user;
+  if (u->mx) metrics_epoch(u->mx, e);
   cli_progress_finish(u->bar);
   u->bar = NULL;
+  if (g_metrics_stdout) {
+    printf("epoch=%lld train_loss=%.6g train_accuracy=%.6g", (long long)e->epoch, e->train_loss, e->train_accuracy);
+    if (isfinite(e->val_loss)) printf(" val_loss=%.6g val_accuracy=%.6g", e->val_loss, e->val_accuracy);
+    printf("\n");
+    fflush(stdout);
+  }
   if (u->json) return;
   if (isfinite(e->val_accuracy))
     printf("epoch %lld: train loss %.4f accuracy %.3f%% | val loss %.4f accuracy %.3f%%%s | %.1f s, %.0f img/s, lr %.3g\n",
@@ -185,7 +326,7 @@ enum {
   O_DATA = 256, O_MODEL, O_IMG, O_WIDTH, O_EPOCHS, O_BATCH, O_OPTIM, O_LR, O_MOM, O_NESTEROV, O_WD, O_SCHED, O_TMAX,
   O_ETAMIN, O_STEPSIZE, O_GAMMA, O_WARM, O_WARMSTART, O_LS, O_CLIP, O_HFLIP, O_NOHFLIP, O_CROP, O_SEED, O_DEVICE,
   O_THREADS, O_OUTPUT, O_RESUME, O_EARLY, O_CKEVERY, O_CKSEC, O_FINAL, O_MAXSTEPS, O_EXP, O_RUNNAME, O_LOGEVERY,
-  O_TURI, O_NOTRACK, O_JSON, O_INIT
+  O_TURI, O_NOTRACK, O_JSON, O_INIT, O_MPORT, O_MHOST, O_DROPOUT, O_DROPPATH
 };
 
 int cli_train(int argc, char **argv) {
@@ -195,6 +336,8 @@ int cli_train(int argc, char **argv) {
       {"img-size", required_argument, 0, O_IMG},
       {"width", required_argument, 0, O_WIDTH},
       {"init", required_argument, 0, O_INIT},
+      {"dropout", required_argument, 0, O_DROPOUT},
+      {"drop-path", required_argument, 0, O_DROPPATH},
       {"epochs", required_argument, 0, O_EPOCHS},
       {"batch-size", required_argument, 0, O_BATCH},
       {"optimizer", required_argument, 0, O_OPTIM},
@@ -230,19 +373,28 @@ int cli_train(int argc, char **argv) {
       {"tracking-uri", required_argument, 0, O_TURI},
       {"no-track", no_argument, 0, O_NOTRACK},
       {"json", no_argument, 0, O_JSON},
+      {"metrics-port", required_argument, 0, O_MPORT},
+      {"metrics-host", required_argument, 0, O_MHOST},
+      {"params-from-sweep", required_argument, 0, 'P'},
+      {"metrics-stdout", no_argument, 0, 'K'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   const char *cmd = "train";
   im_train_opts_t o = im_train_defaults();
-  int json = 0, epochs_given = 0;
+  int json = 0, epochs_given = 0, metrics_port = -1;
+  const char *metrics_host = "127.0.0.1";
   const char *fixed_by_checkpoint = NULL; /* an option that --resume takes from the checkpoint */
   int64_t v;
   double d;
+  int prc = cli_sweep_train_params(cmd, argc, argv, &o); /* --params-from-sweep, before the explicit options */
+  if (prc) return prc;
   optind = 1;
   opterr = 0;
   int ch;
   while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     switch (ch) {
+      case 'P': continue;
+      case 'K': g_metrics_stdout = 1; continue;
       case O_DEVICE: o.device = optarg; continue;
       case O_THREADS:
         if (cli_parse_i64(cmd, "--threads", optarg, 1, 1024, &v)) return CLI_USAGE;
@@ -270,6 +422,11 @@ int cli_train(int argc, char **argv) {
       case O_TURI: o.tracking_home = optarg; continue;
       case O_NOTRACK: o.track = 0; continue;
       case O_JSON: json = 1; continue;
+      case O_MPORT:
+        if (cli_parse_i64(cmd, "--metrics-port", optarg, 0, 65535, &v)) return CLI_USAGE;
+        metrics_port = (int)v;
+        continue;
+      case O_MHOST: metrics_host = optarg; continue;
       case 'h': fputs(usage_text, stdout); return CLI_OK;
       case ':': return cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
       case '?': return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
@@ -289,6 +446,14 @@ int cli_train(int argc, char **argv) {
         if (d <= 0 || d > 16) return cli_usage_error(cmd, "--width must be in (0, 16]");
         o.width = (float)d;
         break;
+      case O_DROPOUT:
+      case O_DROPPATH: {
+        const char *name = ch == O_DROPOUT ? "--dropout" : "--drop-path";
+        if (cli_parse_double(cmd, name, optarg, &d)) return CLI_USAGE;
+        if (!(d >= 0 && d < 1)) return cli_usage_error(cmd, "%s must be in [0, 1)", name);
+        *(ch == O_DROPOUT ? &o.dropout : &o.drop_path) = (float)d;
+        break;
+      }
       case O_INIT:
         if (!strcmp(optarg, "model")) o.init_torch = 0;
         else if (!strcmp(optarg, "torch")) o.init_torch = 1;
@@ -392,12 +557,6 @@ int cli_train(int argc, char **argv) {
   } else if (!o.data_dir) {
     return cli_usage_error(cmd, "--data DIR is required");
   }
-  if (o.tracking_home && o.track &&
-      (!strncmp(o.tracking_home, "http://", 7) || !strncmp(o.tracking_home, "https://", 8))) {
-    fprintf(stderr, "imops train: --tracking-uri %s: logging to a remote tracking server is not supported yet; leave "
-                    "it out to log into the workspace store, or add --no-track\n", o.tracking_home);
-    return CLI_FAIL;
-  }
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -409,6 +568,17 @@ int cli_train(int argc, char **argv) {
   o.cancel = &stop_flag;
 
   ui_t ui = {.json = json};
+  train_metrics_t mx = {0};
+  if (metrics_port >= 0) {
+    mx.batch_size = o.resume ? checkpoint_batch_size(o.resume) : o.batch_size;
+    im_status_t mst = metrics_start(&mx, metrics_host, metrics_port);
+    if (mst) {
+      metrics_stop(&mx);
+      return cli_fail(cmd, mst, "--metrics-port: cannot serve the metrics");
+    }
+    fprintf(stderr, "imops train: metrics on http://%s:%d/metrics\n", metrics_host, im_http_server_port(mx.srv));
+    ui.mx = &mx;
+  }
   o.progress = on_progress;
   o.on_epoch = on_epoch;
   o.prep_progress = on_prep;
@@ -417,6 +587,7 @@ int cli_train(int argc, char **argv) {
   im_status_t st = im_train_run(&o, &r);
   cli_progress_finish(ui.bar);
   ui.bar = NULL;
+  if (ui.mx) metrics_stop(&mx);
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   if (st == IM_ERR_CANCELLED) {

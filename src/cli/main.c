@@ -10,13 +10,18 @@ static const cli_command_t commands[] = {
     {"datagen", "generate a synthetic data set (datagen surface: concrete cracks)", cli_datagen},
     {"dataset", "import data sets into ImageFolder layout (dataset import-idx)", cli_dataset},
     {"preprocess", "split a data set, compute mean/std, build the decoded cache", cli_preprocess},
+    {"sweep", "hyperparameter sweeps (W&B sweep YAML): create, agent, run, show, list, export-katib", cli_sweep},
     {"train", "train a model (checkpoints, resume, tracked run)", cli_train},
     {"test", "evaluate a model on a data split: accuracy, per-class metrics, confusion matrix", cli_test},
     {"predict", "classify image files with a model", cli_predict},
+    {"export", "export a model: export onnx MODEL OUT.onnx (ONNX Runtime, Triton, ...)", cli_export},
     {"experiments", "list, create and delete experiments (tracking store)", cli_experiments},
     {"runs", "list, show, compare and delete tracked runs", cli_runs},
     {"models", "the model registry: register, versions, aliases, stages", cli_models},
     {"server", "tracking + registry server: the MLflow REST API and artifact proxy", cli_server},
+    {"artifacts", "run artifacts and artifact stores (local, S3): log, upload, list, download", cli_artifacts},
+    {"serve", "model server: /predict, Open Inference Protocol v2, /metrics, /docs", cli_serve},
+    {"pipeline", "run a pipeline of imops steps locally (DAG, caching); compile it for Kubeflow", cli_pipeline},
     {"version", "print the version", cli_version},
 };
 

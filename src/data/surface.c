@@ -274,13 +274,11 @@ static void shadow(ws_t *w, im_rng_t *r, float amount, float softness) {
   }
 }
 
-/* A point just outside the image on a random side, and the heading across. */
-static void line_across(ws_t *w, im_rng_t *r, float *ax, float *ay, float *bx, float *by) {
+/* The ends of a straight line at angle ang through a random inner point,
+ * both well outside the image. */
+static void line_across(ws_t *w, im_rng_t *r, float ang, float *ax, float *ay, float *bx, float *by) {
   float S = (float)w->S, m = 4.0f;
   float cx = urange(r, 0.1f, 0.9f) * S, cy = urange(r, 0.1f, 0.9f) * S;
-  /* near-axis-aligned joints are common (formwork), any angle otherwise */
-  float ang = chance(r, 0.55f) ? (float)im_rng_below(r, 4) * 1.5707963f + nrand(r) * 0.04f
-                               : urange(r, 0.0f, 3.14159265f);
   float dx = cosf(ang), dy = sinf(ang), L = 2.0f * S + m;
   *ax = cx - dx * L;
   *ay = cy - dy * L;
@@ -288,20 +286,32 @@ static void line_across(ws_t *w, im_rng_t *r, float *ax, float *ay, float *bx, f
   *by = cy + dy * L;
 }
 
-/* A formwork joint or saw cut: straight, uniform, usually the full width. */
-static void joint(ws_t *w, im_rng_t *r) {
+/* A formwork joint or saw cut: a straight groove of uniform width right
+ * across the patch, a few millimetres wide (never a hairline: a straight
+ * hairline is what a fine crack looks like once the patch is scaled down),
+ * usually with a lit arris along one side. Joints and cuts follow the forms
+ * and the slab edges, which the photos were taken square to, so they run
+ * near the image axes (ang0 < 0: pick one; else ang0 is the first joint's
+ * angle and this one is parallel or perpendicular to it). Returns the angle. */
+static float joint(ws_t *w, im_rng_t *r, float ang0) {
+  float ang;
+  if (ang0 >= 0.0f)
+    ang = ang0 + (chance(r, 0.5f) ? 1.5707963f : 0.0f) + nrand(r) * 0.02f;
+  else
+    ang = (float)im_rng_below(r, 4) * 1.5707963f + nrand(r) * 0.05f;
   float ax, ay, bx, by;
-  line_across(w, r, &ax, &ay, &bx, &by);
-  float hw = lurange(r, 0.45f, 3.0f);
+  line_across(w, r, ang, &ax, &ay, &bx, &by);
+  float hw = lurange(r, 0.9f, 3.0f);
   float s = urange(r, 0.35f, 0.85f);
   segment(w, w->D, ax, ay, bx, by, hw, hw, s, s, urange(r, 0.8f, 3.0f), urange(r, 0.15f, 0.45f));
-  if (chance(r, 0.5f)) { /* a lit arris along one side of the groove */
+  if (chance(r, 0.8f)) { /* a lit arris along one side of the groove */
     float vx = bx - ax, vy = by - ay, len = sqrtf(vx * vx + vy * vy);
     float off = (hw + urange(r, 0.8f, 1.6f)) * (chance(r, 0.5f) ? 1.0f : -1.0f);
     float ox = -vy / len * off, oy = vx / len * off;
     float bs = urange(r, 0.2f, 0.6f);
     segment(w, w->B, ax + ox, ay + oy, bx + ox, by + oy, 0.6f, 0.6f, bs, bs, 0.0f, 0.0f);
   }
+  return ang < 0.0f ? ang + 3.14159265f : ang;
 }
 
 /* A short straight scratch, dark or light. */
@@ -453,8 +463,8 @@ static void render(ws_t *w, im_rng_t *r, int cls, uint8_t *rgb) {
   }
   if (chance(r, 0.18f * k)) shadow(w, r, urange(r, 0.12f, 0.35f), urange(r, 2.0f, 0.15f * Sf));
   if (chance(r, 0.22f * k)) {
-    joint(w, r);
-    if (chance(r, 0.2f)) joint(w, r);
+    float a = joint(w, r, -1.0f);
+    if (chance(r, 0.2f)) joint(w, r, a);
   }
   if (chance(r, 0.25f * k)) {
     int ns = 1 + (int)im_rng_below(r, 4);

@@ -4,12 +4,14 @@
  * split with full metrics, prediction on image files with exactly the
  * preprocessing the training data had, and logging an evaluation to a run. */
 #include <ctype.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "train/train_impl.h"
 
@@ -159,31 +161,37 @@ im_status_t im_train_model_open(const char *uri, const char *device, const char 
   if (!m) return im_error(IM_ERR_NOMEM, "out of memory");
   im_status_t st = IM_OK;
   im_track_uri_t *u = NULL;
-  if (!strncasecmp(uri, "runs:", 5) || !strncasecmp(uri, "models:", 7)) {
-    im_track_store_t *s = NULL;
-    if ((st = im__train_store_open(tracking_home, &s))) goto out;
-    st = im_track_resolve_uri(s, uri, &u);
-    im_track_close(s);
-    if (st) goto out;
-    if (u->run_id && *u->run_id && !(m->run_id = im_strdup(u->run_id))) {
-      st = im_error(IM_ERR_NOMEM, "out of memory");
-      goto out;
-    }
-  } else if ((st = im_track_uri_parse(uri, &u))) {
-    goto out;
+  char *local = NULL;
+  if (!strncasecmp(uri, "runs:", 5) || !strncasecmp(uri, "models:", 7) || !strncasecmp(uri, "mlflow-artifacts:", 17)) {
+    /* through the tracking client: the embedded store or a server; remote artifacts land in the cache */
+    im_track_client_t *tc = NULL;
+    if ((st = im__train_store_open(tracking_home, &tc))) goto out;
+    st = im_track_client_fetch_model(tc, uri, NULL, &local, &m->run_id);
+    im_track_client_close(tc);
+  } else if (!strncasecmp(uri, "s3:", 3)) {
+    st = im_track_artifacts_fetch(uri, NULL, &local);
+  } else if (!(st = im_track_uri_parse(uri, &u)) && (!u->location || !u->is_local)) {
+    st = im_error(IM_ERR_UNSUPPORTED, "model %s: only local paths, file://, s3://, runs:/ and models:/ URIs are "
+                                      "supported", uri);
+  } else if (!st && !(local = im_strdup(u->location))) {
+    st = im_error(IM_ERR_NOMEM, "out of memory");
   }
-  if (!u->location || !u->is_local) {
-    st = im_error(IM_ERR_UNSUPPORTED, "model %s is at %s, which is not a local directory; only local artifact stores are "
-                                      "supported here",
-                  uri, u->location ? u->location : "an unknown place");
-    goto out;
-  }
-  if (!(m->dir = im__train_abspath(u->location))) {
+  if (st) goto out;
+  m->dir = im__train_abspath(local);
+  im_free(local);
+  if (!m->dir) {
     st = im_error(IM_ERR_NOMEM, "out of memory");
     goto out;
   }
   if ((st = im_train_backend_new(device, &m->be))) goto out;
   if ((st = im_nn_bundle_load(m->dir, m->be, &m->nn, &m->meta))) goto out;
+  {
+    /* Inference runs the folded graph (batch norm folded, ReLU fused, planned once per batch size). */
+    im_nn_model_t *folded = NULL;
+    if ((st = im_nn_model_fold(m->nn, &folded))) goto out;
+    im_nn_model_free(m->nn);
+    m->nn = folded;
+  }
   if (!m->run_id) m->run_id = mlmodel_run_id(m->dir);
   m->k = im_nn_model_num_classes(m->nn);
   m->c = im_nn_model_in_channels(m->nn);
@@ -339,6 +347,10 @@ im_status_t im_train_model_input(const im_train_model_t *m, const im_image_t *im
 }
 
 im_status_t im_train_predict_file(im_train_model_t *m, const char *path, float *probs) {
+  return im_train_predict_file_logits(m, path, NULL, probs);
+}
+
+im_status_t im_train_predict_file_logits(im_train_model_t *m, const char *path, float *logits, float *probs) {
   im_decode_opts_t dopt = IM_DECODE_OPTS_DEFAULT;
   dopt.channels = m->c;
   dopt.min_w = m->w;
@@ -355,11 +367,12 @@ im_status_t im_train_predict_file(im_train_model_t *m, const char *path, float *
   st = im_train_model_input(m, &img, x);
   im_image_free(&img);
   if (st == IM_OK && m->planned < 1) st = ensure_plan(m, 1);
-  im_tensor_t xt, pt;
+  im_tensor_t xt, pt, lt;
   int64_t xs[4] = {1, m->c, m->h, m->w}, ps[2] = {1, m->k};
   if (st == IM_OK) st = im_tensor_view(&xt, IM_F32, 4, xs, x);
-  if (st == IM_OK) st = im_tensor_view(&pt, IM_F32, 2, ps, probs);
-  if (st == IM_OK) st = im_nn_predict(m->nn, &xt, NULL, &pt);
+  if (st == IM_OK && probs) st = im_tensor_view(&pt, IM_F32, 2, ps, probs);
+  if (st == IM_OK && logits) st = im_tensor_view(&lt, IM_F32, 2, ps, logits);
+  if (st == IM_OK) st = im_nn_predict(m->nn, &xt, logits ? &lt : NULL, probs ? &pt : NULL);
   im_free(x);
   return st;
 }
@@ -388,7 +401,7 @@ static json_t *metrics_json(const im_train_metrics_t *mt) {
 im_status_t im_train_track_eval(const im_train_model_t *m, const im_train_metrics_t *mt, const char *data_dir,
                                 const char *tracking_home, const char *experiment, char **run_id_out) {
   if (run_id_out) *run_id_out = NULL;
-  im_track_store_t *s = NULL;
+  im_track_client_t *s = NULL;
   im_status_t st = im__train_store_open(tracking_home, &s);
   if (st) return st;
   char *run_id = NULL, *exp_id = NULL, *dir = NULL, *path = NULL, *text = NULL;
@@ -396,20 +409,21 @@ im_status_t im_train_track_eval(const im_train_model_t *m, const im_train_metric
   char (*keys)[256] = NULL;
   int created = 0;
   im_track_run_t *run = NULL;
-  if (m->run_id && im_track_run_get(s, m->run_id, &run) == IM_OK && !strcmp(run->lifecycle_stage, "active")) {
+  if (m->run_id && im_track_client_run_get(s, m->run_id, &run) == IM_OK && !strcmp(run->lifecycle_stage, "active")) {
     run_id = im_strdup(m->run_id);
   } else {
     char user[128];
     im_track_kv_t tags[3] = {{"mlflow.source.name", "imops test"}, {"mlflow.source.type", "LOCAL"},
                              {"mlflow.user", im__train_user(user, sizeof user)}};
-    if ((st = im__train_experiment_id(s, experiment, &exp_id))) goto out;
+    if ((st = im_track_client_experiment_id(s, experiment, &exp_id))) goto out;
     im_track_run_t *nr = NULL;
     im_track_run_create_t rc = {.experiment_id = exp_id, .user_id = user, .tags = tags, .n_tags = 3};
-    if ((st = im_track_run_create(s, &rc, &nr))) goto out;
+    if ((st = im_track_client_run_create(s, &rc, &nr))) goto out;
     run_id = im_strdup(nr->run_id);
     im_track_run_free(nr);
     created = 1;
-    if (run_id && (st = im_track_log_param(s, run_id, "model", m->dir))) goto out;
+    im_track_kv_t param = {"model", m->dir};
+    if (run_id && (st = im_track_client_log_batch(s, run_id, NULL, 0, &param, 1, NULL, 0))) goto out;
   }
   if (!run_id) {
     st = im_error(IM_ERR_NOMEM, "out of memory");
@@ -442,42 +456,39 @@ im_status_t im_train_track_eval(const im_train_model_t *m, const im_train_metric
       n++;
     }
   }
-  for (int off = 0; off < n && st == IM_OK; off += IM_TRACK_MAX_BATCH_METRICS) {
-    int cnt = n - off < IM_TRACK_MAX_BATCH_METRICS ? n - off : IM_TRACK_MAX_BATCH_METRICS;
-    st = im_track_log_batch(s, run_id, ms + off, cnt, NULL, 0, NULL, 0);
-  }
-  if (st) goto out;
+  if ((st = im_track_client_log_batch(s, run_id, ms, n, NULL, 0, NULL, 0))) goto out;
   im_track_kv_t tags[3] = {{"imops.test_data", data_dir ? data_dir : ""}, {"imops.test_data_hash", mt->data_hash},
                            {"imops.test_split", mt->split}};
-  if ((st = im_track_log_batch(s, run_id, NULL, 0, NULL, 0, tags, 3))) goto out;
-  /* Artifacts: the confusion matrix plot and the metrics as JSON (local stores only). */
-  if ((dir = im__train_artifact_dir(s, run_id, "plots"))) {
-    if ((st = im_mkdir_p(dir))) goto out;
-    path = im_path_join(dir, "confusion_matrix.svg");
-    if (!path) {
-      st = im_error(IM_ERR_NOMEM, "out of memory");
+  if ((st = im_track_client_log_batch(s, run_id, NULL, 0, NULL, 0, tags, 3))) goto out;
+  /* Artifacts: the confusion matrix plot and the metrics as JSON, wherever the run's artifacts live. */
+  {
+    char tmpl[] = "/tmp/imops-test-XXXXXX";
+    if (!mkdtemp(tmpl)) {
+      st = im_error(IM_ERR_IO, "cannot make a temporary directory: %s", strerror(errno));
       goto out;
     }
-    if ((st = im__train_plot_confusion(path, k, (const char *const *)mt->classes, mt->confusion))) goto out;
-    im_free(dir);
-    im_free(path);
-    path = NULL;
-    dir = im__train_artifact_dir(s, run_id, "test_metrics.json");
+    path = im_path_join(tmpl, "confusion_matrix.svg");
+    if (!path) st = im_error(IM_ERR_NOMEM, "out of memory");
+    if (!st) st = im__train_plot_confusion(path, k, (const char *const *)mt->classes, mt->confusion);
+    if (!st) st = im_track_client_log_artifacts(s, run_id, path, "plots/confusion_matrix.svg");
+    if (path) unlink(path);
+    rmdir(tmpl);
+    if (st) goto out;
     json_t *j = metrics_json(mt);
     text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
-    if (dir && text && (st = im_file_write_atomic(dir, text, strlen(text)))) goto out;
-  } else {
-    im_log(IM_LOG_WARN, "%s", im_last_error());
+    if (!text) st = im_error(IM_ERR_NOMEM, "out of memory");
+    if (!st) st = im__train_log_bytes(s, run_id, "test_metrics.json", text, strlen(text));
+    if (st) goto out;
   }
   if (created) {
     im_track_run_update_t up = {.status = IM_TRACK_RUN_FINISHED, .end_time = im_time_wall_ms()};
-    st = im_track_run_update(s, run_id, &up, NULL);
+    st = im_track_client_run_update(s, run_id, &up);
   }
 out:
   if (st && created && run_id) {
     im_track_run_update_t up = {.status = IM_TRACK_RUN_FAILED, .end_time = im_time_wall_ms()};
-    (void)im_track_run_update(s, run_id, &up, NULL);
+    (void)im_track_client_run_update(s, run_id, &up);
   }
   if (st == IM_OK && run_id_out) {
     *run_id_out = run_id;
@@ -491,6 +502,6 @@ out:
   im_free(run_id);
   im_free(exp_id);
   im_track_run_free(run);
-  im_track_close(s);
+  im_track_client_close(s);
   return st;
 }

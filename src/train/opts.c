@@ -64,6 +64,8 @@ static const field_t fields[] = {
     F("model", F_STR, model),
     F("img_size", F_INT, img_size),
     F("width", F_FLT, width),
+    F("dropout", F_FLT, dropout),
+    F("drop_path", F_FLT, drop_path),
     F("init_torch", F_INT, init_torch),
     F("epochs", F_I64, epochs),
     F("batch_size", F_INT, batch_size),

@@ -38,7 +38,7 @@ typedef struct {
   size_t n_hist, cap_hist;
   double last_lr;
   /* tracking */
-  im_track_store_t *store;
+  im_track_client_t *store; /* embedded or REST (src/track) */
   char *run_id, *run_name, *exp_id;
   int64_t logged_step;     /* per-step metrics up to here are in the store (resume) */
   int run_created;         /* the run was created by this call (else continued from the checkpoint's) */
@@ -53,7 +53,7 @@ static json_t *jreal(double v) { return isfinite(v) ? json_real(v) : json_null()
 static double jnum(const json_t *v) { return json_is_number(v) ? json_number_value(v) : NAN; }
 
 static void warn_store(trainer_t *t, const char *what) {
-  im_log(IM_LOG_WARN, "tracking: %s: %s", what, t->store ? im_track_errmsg(t->store) : im_last_error());
+  im_log(IM_LOG_WARN, "tracking: %s: %s", what, im_last_error());
 }
 
 /* ---- the trainer state as JSON ---- */
@@ -99,6 +99,15 @@ static char *state_json(const trainer_t *t) {
   if (t->run_name) json_object_set_new(j, "run_name", json_string(t->run_name));
   if (t->exp_id) json_object_set_new(j, "experiment_id", json_string(t->exp_id));
   json_object_set_new(j, "history", hist);
+  /* The model's random stream (dropout, stochastic depth), as 4 hex words. */
+  im_rng_t rng;
+  im_nn_rng_get(t->m, &rng);
+  json_t *jr = json_array();
+  for (int k = 0; k < 4; k++) {
+    char hex[17];
+    json_array_append_new(jr, json_string(im__train_hex64(rng.s[k], hex)));
+  }
+  json_object_set_new(j, "model_rng", jr);
   char *s = json_dumps(j, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
   json_decref(j);
   return s;
@@ -134,6 +143,21 @@ static im_status_t restore_state(trainer_t *t, const json_t *j) {
   t->finished = json_is_true(json_object_get(j, "finished"));
   if (!isfinite(t->ep_loss_sum) || !isfinite(t->ep_seconds) || !isfinite(t->log_loss_sum))
     return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state is incomplete");
+  const json_t *jr = json_object_get(j, "model_rng");
+  if (jr) { /* absent in checkpoints of older versions: the stream restarts from the seed */
+    im_rng_t rng;
+    int ok = json_array_size(jr) == 4;
+    for (int k = 0; ok && k < 4; k++) {
+      const char *h = json_string_value(json_array_get(jr, (size_t)k));
+      char *end = NULL;
+      ok = h && strlen(h) == 16 && strspn(h, "0123456789abcdefABCDEF") == 16;
+      if (ok) rng.s[k] = strtoull(h, &end, 16);
+      ok = ok && end && *end == '\0';
+    }
+    if (!ok || !(rng.s[0] | rng.s[1] | rng.s[2] | rng.s[3]))
+      return im_error(IM_ERR_FORMAT, "checkpoint: the model's random stream state is damaged");
+    im_nn_rng_set(t->m, &rng);
+  }
   size_t i;
   json_t *h;
   json_array_foreach(json_object_get(j, "history"), i, h) {
@@ -175,7 +199,7 @@ static im_status_t load_state_file(im_nn_model_t *m, const char *path) {
 
 static void flush_pending(trainer_t *t) {
   if (!t->store || !t->n_pending) return;
-  if (im_track_log_batch(t->store, t->run_id, t->pending, t->n_pending, NULL, 0, NULL, 0) != IM_OK)
+  if (im_track_client_log_batch(t->store, t->run_id, t->pending, t->n_pending, NULL, 0, NULL, 0) != IM_OK)
     warn_store(t, "cannot log per-step metrics");
   t->n_pending = 0;
 }
@@ -201,7 +225,7 @@ static void log_epoch(trainer_t *t, const im_train_epoch_t *e) {
                        e->images_per_second};
   for (int i = 0; i < 7; i++)
     if (isfinite(v[i])) ms[n++] = (im_track_metric_in_t){names[i], v[i], now, e->epoch};
-  if (im_track_log_batch(t->store, t->run_id, ms, n, NULL, 0, NULL, 0) != IM_OK) warn_store(t, "cannot log epoch metrics");
+  if (im_track_client_log_batch(t->store, t->run_id, ms, n, NULL, 0, NULL, 0) != IM_OK) warn_store(t, "cannot log epoch metrics");
 }
 
 /* After a resume: epochs in the history whose metrics never reached the
@@ -209,7 +233,7 @@ static void log_epoch(trainer_t *t, const im_train_epoch_t *e) {
  * per-step metrics stopped. */
 static void resync_store(trainer_t *t) {
   im_track_metric_list_t *l = NULL;
-  if (im_track_get_metric_history(t->store, t->run_id, "train_loss", 0, NULL, &l) == IM_OK) {
+  if (im_track_client_metric_history(t->store, t->run_id, "train_loss", &l) == IM_OK) {
     for (size_t i = 0; i < t->n_hist; i++) {
       int found = 0;
       for (int64_t k = 0; k < l->n && !found; k++) found = l->items[k].step == t->hist[i].epoch;
@@ -218,7 +242,7 @@ static void resync_store(trainer_t *t) {
   }
   im_track_metric_list_free(l);
   l = NULL;
-  if (im_track_get_metric_history(t->store, t->run_id, step_keys[0], 0, NULL, &l) == IM_OK)
+  if (im_track_client_metric_history(t->store, t->run_id, step_keys[0], &l) == IM_OK)
     for (int64_t k = 0; k < l->n; k++)
       if (l->items[k].step > t->logged_step) t->logged_step = l->items[k].step;
   im_track_metric_list_free(l);
@@ -228,41 +252,44 @@ static void end_run(trainer_t *t, im_track_run_status_t status) {
   if (!t->store || !t->run_id) return;
   flush_pending(t);
   im_track_run_update_t up = {.status = status, .end_time = im_time_wall_ms()};
-  if (im_track_run_update(t->store, t->run_id, &up, NULL) != IM_OK) warn_store(t, "cannot set the run's status");
+  if (im_track_client_run_update(t->store, t->run_id, &up) != IM_OK) warn_store(t, "cannot set the run's status");
 }
 
 static im_status_t start_run(trainer_t *t, const char *resume_run_id) {
   im_status_t st;
   if (resume_run_id) {
     im_track_run_t *r = NULL;
-    if ((st = im_track_run_get(t->store, resume_run_id, &r)))
-      return im_error(st, "the checkpoint's run %s is not in the store: %s", resume_run_id, im_track_errmsg(t->store));
+    if ((st = im_track_client_run_get(t->store, resume_run_id, &r)))
+      return im_error(st, "the checkpoint's run %s is not in the store: %s", resume_run_id, im_last_error());
     t->run_id = im_strdup(r->run_id);
     t->run_name = im_strdup(r->run_name);
     t->exp_id = im_strdup(r->experiment_id);
     im_track_run_free(r);
     if (!t->run_id || !t->run_name || !t->exp_id) return im_error(IM_ERR_NOMEM, "out of memory");
     im_track_run_update_t up = {.status = IM_TRACK_RUN_RUNNING, .end_time = IM_TRACK_NO_TIME};
-    if (im_track_run_update(t->store, t->run_id, &up, NULL) != IM_OK) warn_store(t, "cannot mark the run RUNNING");
+    if (im_track_client_run_update(t->store, t->run_id, &up) != IM_OK) warn_store(t, "cannot mark the run RUNNING");
     char step[32];
     snprintf(step, sizeof step, "%lld", (long long)t->gstep);
-    if (im_track_run_set_tag(t->store, t->run_id, "imops.resumed_at_step", step) != IM_OK)
+    if (im_track_client_set_tag(t->store, t->run_id, "imops.resumed_at_step", step) != IM_OK)
       warn_store(t, "cannot tag the run");
     resync_store(t);
     return IM_OK;
   }
-  if ((st = im__train_experiment_id(t->store, t->o.experiment, &t->exp_id))) return st;
+  if ((st = im_track_client_experiment_id(t->store, t->o.experiment, &t->exp_id))) return st;
   char user[128];
   im__train_user(user, sizeof user);
-  im_track_kv_t tags[5] = {{"mlflow.source.name", "imops train"},
-                           {"mlflow.source.type", "LOCAL"},
-                           {"mlflow.user", user},
-                           {"imops.data_hash", t->data.hash},
-                           {"imops.data_dir", t->data.dir}};
+  im_track_kv_t tags[5 + 16] = {{"mlflow.source.name", "imops train"},
+                                {"mlflow.source.type", "LOCAL"},
+                                {"mlflow.user", user},
+                                {"imops.data_hash", t->data.hash},
+                                {"imops.data_dir", t->data.dir}};
+  int n_tags = 5;
+  for (const char *const *kv = t->o.run_tags; kv && kv[0] && kv[1] && n_tags < 5 + 16; kv += 2)
+    tags[n_tags++] = (im_track_kv_t){kv[0], kv[1]};
   im_track_run_create_t rc = {.experiment_id = t->exp_id, .run_name = t->o.run_name, .user_id = user, .tags = tags,
-                              .n_tags = 5};
+                              .n_tags = n_tags, .parent_run_id = t->o.parent_run_id};
   im_track_run_t *r = NULL;
-  if ((st = im_track_run_create(t->store, &rc, &r))) return st;
+  if ((st = im_track_client_run_create(t->store, &rc, &r))) return st;
   t->run_id = im_strdup(r->run_id);
   t->run_name = im_strdup(r->run_name);
   im_track_run_free(r);
@@ -293,23 +320,19 @@ static void log_params(trainer_t *t) {
   snprintf(buf[n], 64, "%d", t->data.n_classes);
   kv[n] = (im_track_kv_t){"num_classes", buf[n]};
   n++;
-  if (im_track_log_batch(t->store, t->run_id, NULL, 0, kv, n, NULL, 0) != IM_OK) warn_store(t, "cannot log params");
+  if (im_track_client_log_batch(t->store, t->run_id, NULL, 0, kv, n, NULL, 0) != IM_OK) warn_store(t, "cannot log params");
 }
 
-/* The bundle into the run's artifacts (model/) and the training curves (plots/). */
+/* The bundle into the run's artifacts (model/) and the training curves (plots/),
+ * wherever the run's artifact URI points (local, S3, or a server's proxy). */
 static void log_artifacts(trainer_t *t) {
-  char *dir = im__train_artifact_dir(t->store, t->run_id, "model");
-  if (!dir) {
-    im_log(IM_LOG_WARN, "%s", im_last_error());
-    return;
-  }
-  if (im__train_copy_dir(t->model_dir, dir) != IM_OK)
-    im_log(IM_LOG_WARN, "tracking: cannot copy the model into the run's artifacts: %s", im_last_error());
-  im_free(dir);
-  char *plots = im__train_artifact_dir(t->store, t->run_id, "plots");
+  if (im_track_client_log_artifacts(t->store, t->run_id, t->model_dir, "model") != IM_OK)
+    im_log(IM_LOG_WARN, "tracking: cannot log the model as an artifact: %s", im_last_error());
+  char *plots = im_path_join(t->out_dir, "plots");
   char *path = plots ? im_path_join(plots, "training_curves.svg") : NULL;
-  if (path && (im_mkdir_p(plots) != IM_OK || im__train_plot_history(path, t->hist, t->n_hist) != IM_OK))
-    im_log(IM_LOG_WARN, "tracking: cannot write the training curves: %s", im_last_error());
+  if (path && (im_mkdir_p(plots) != IM_OK || im__train_plot_history(path, t->hist, t->n_hist) != IM_OK ||
+               im_track_client_log_artifacts(t->store, t->run_id, path, "plots/training_curves.svg") != IM_OK))
+    im_log(IM_LOG_WARN, "tracking: cannot log the training curves: %s", im_last_error());
   im_free(path);
   im_free(plots);
 }
@@ -370,8 +393,8 @@ static im_status_t make_sched(trainer_t *t) {
 
 static char *default_output(const trainer_t *t) {
   char *home = NULL;
-  if (t->store) {
-    home = im_strdup(im_track_home(t->store));
+  if (t->store && im_track_client_store(t->store)) {
+    home = im_strdup(im_track_home(im_track_client_store(t->store)));
   } else {
     const char *e = getenv("IMOPS_HOME");
     home = im__train_abspath(e && *e ? e : "imops-workspace");
@@ -397,7 +420,7 @@ static void trainer_free(trainer_t *t) {
   im__train_data_free(&t->data);
   im_train_checkpoint_free(t->ck);
   json_decref(t->resume_state);
-  im_track_close(t->store);
+  im_track_client_close(t->store);
   im_free(t->pending);
   im_free(t->hist);
   im_free(t->run_id);
@@ -589,6 +612,7 @@ static im_status_t run_epochs(trainer_t *t) {
     log_epoch(t, &e);
     flush_pending(t);
     if (o->on_epoch) o->on_epoch(o->user, &e, improved);
+    if (o->stop && *o->stop && t->epoch < o->epochs) t->finished = 1;
   }
   return IM_OK;
 }
@@ -697,7 +721,7 @@ static im_status_t setup(trainer_t *t, const im_train_opts_t *in) {
                       t->data.dir, t->data.hash, h ? h : "?");
   }
   im_nn_model_opts_t mo = {.num_classes = t->data.n_classes, .in_channels = t->data.channels, .width = o->width,
-                           .seed = o->seed};
+                           .dropout = o->dropout, .drop_path = o->drop_path, .seed = o->seed};
   if ((st = im_nn_model_new(o->model, &mo, &t->m))) return st;
   if (o->init_torch) torch_conv_init(t->m, o->seed);
   if ((st = im_nn_plan(t->m, t->be, o->batch_size, t->data.img_size, t->data.img_size, 1))) return st;
@@ -752,7 +776,7 @@ static im_status_t setup(trainer_t *t, const im_train_opts_t *in) {
   if ((st = im_mkdir_p(t->out_dir))) return st;
   if (t->store && t->run_created) {
     log_params(t);
-    if (im_track_run_set_tag(t->store, t->run_id, "imops.checkpoint_dir", t->out_dir) != IM_OK)
+    if (im_track_client_set_tag(t->store, t->run_id, "imops.checkpoint_dir", t->out_dir) != IM_OK)
       warn_store(t, "cannot tag the run");
   }
   t->last_ckpt = im_time_now();
@@ -771,13 +795,14 @@ im_status_t im_train_run(const im_train_opts_t *opts, im_train_result_t **out) {
   if (st == IM_OK && t.store) {
     log_artifacts(&t);
     if (isfinite(t.best_val)) {
-      if (im_track_log_metric(t.store, t.run_id, "best_val_accuracy", t.best_val, im_time_wall_ms(), t.best_epoch) != IM_OK)
+      im_track_metric_in_t best = {"best_val_accuracy", t.best_val, im_time_wall_ms(), t.best_epoch};
+      if (im_track_client_log_batch(t.store, t.run_id, &best, 1, NULL, 0, NULL, 0) != IM_OK)
         warn_store(&t, "cannot log best_val_accuracy");
     }
     char be[32];
     snprintf(be, sizeof be, "%lld", (long long)t.best_epoch);
-    if (im_track_run_set_tag(t.store, t.run_id, "imops.best_epoch", be) != IM_OK) warn_store(&t, "cannot tag the run");
-    if (t.finished && im_track_run_set_tag(t.store, t.run_id, "imops.early_stopped", "true") != IM_OK)
+    if (im_track_client_set_tag(t.store, t.run_id, "imops.best_epoch", be) != IM_OK) warn_store(&t, "cannot tag the run");
+    if (t.finished && im_track_client_set_tag(t.store, t.run_id, "imops.early_stopped", "true") != IM_OK)
       warn_store(&t, "cannot tag the run");
   }
   if (t.store && t.run_id) {

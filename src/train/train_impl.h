@@ -42,17 +42,13 @@ im_status_t im__train_ckpt_write(const char *dir, const im_nn_model_t *m, const 
                                  const char *run_id);
 
 /* ---- tracking (track.c) ---- */
-/** Opens the store; IM_ERR_UNSUPPORTED for a remote (http/https) URI. */
-im_status_t im__train_store_open(const char *home, im_track_store_t **out);
-/** The experiment id for name (created when missing); im_free the result. */
-im_status_t im__train_experiment_id(im_track_store_t *s, const char *name, char **id);
+/** Opens the tracking client (im_track_client_open: the workspace store, or REST for http(s)://). */
+im_status_t im__train_store_open(const char *uri, im_track_client_t **out);
 /** The current user for mlflow.user. */
 const char *im__train_user(char *buf, size_t n);
-/** The local directory of a run's artifact path ("model", "plots"); NULL
- * when the artifact store is not local (then im_last_error says why). */
-char *im__train_artifact_dir(im_track_store_t *s, const char *run_id, const char *sub);
-/** Copies every regular file of src_dir into dst_dir (created), atomically per file. */
-im_status_t im__train_copy_dir(const char *src_dir, const char *dst_dir);
+/** Logs bytes as the run's artifact artifact_path ("plots/x.svg"). */
+im_status_t im__train_log_bytes(im_track_client_t *c, const char *run_id, const char *artifact_path,
+                                const void *data, size_t len);
 /** Metric key characters MLflow accepts (others become '_'), into buf. */
 const char *im__train_metric_key(char *buf, size_t n, const char *prefix, const char *name);
 

@@ -4,10 +4,13 @@ and model, registry URIs resolve, kill -9 mid-epoch then --resume finishes
 with the same weights as an uninterrupted run, and no checkpoint on disk is
 ever damaged.
 
-The synthetic set is hard for the small CPU models on purpose (thin cracks
-against crack-like distractors): surfacenet at 64x64 reaches about 88% in 10
-epochs here, and PyTorch with the same model and data does the same (see
-the report in the train module's README section)."""
+Accuracy: every positive carries a crack a person can see, and the
+negatives' distractors (grooved joints near the image axes, short scratches,
+stain edges, shadows) are straight or soft, so the labels are unambiguous,
+like the real set's (99.9% for published CNNs). Here resnet18 at width 0.25
+(about surfacenet's compute per image) reaches about 98% at 64x64 in 10
+epochs; surfacenet, whose three 3x3 convs see 33 pixels at 112, gets about
+97% at 112x112 in 4-6 epochs, too close to the bar for a test."""
 import json
 import os
 import signal
@@ -70,17 +73,20 @@ def check_checkpoint_dir(d):
                 assert read_safetensors(p)
 
 
+EPOCHS = 10
+
+
 def test_train_test_predict_track(imops, surface, tmp_path):
     env = {"IMOPS_HOME": str(tmp_path / "ws")}
     out = tmp_path / "out"
-    r = imops.json("train", "--data", surface, "--model", "surfacenet", "--epochs", 10, "--batch-size", 32,
-                   "--optimizer", "adam", "--lr", 0.003, "--weight-decay", 0, "--output", out,
-                   "--experiment", "surface", "--run-name", "surf-adam", env=env, timeout=900)
-    assert r["status"] == "FINISHED" and r["epochs_done"] == 10 and r["n_train"] == 2800 and r["n_val"] == 600
+    r = imops.json("train", "--data", surface, "--model", "resnet18", "--width", 0.25, "--epochs", EPOCHS,
+                   "--batch-size", 32, "--optimizer", "adam", "--lr", 0.003, "--weight-decay", 0, "--output", out,
+                   "--experiment", "surface", "--run-name", "surf-r18", env=env, timeout=900)
+    assert r["status"] == "FINISHED" and r["epochs_done"] == EPOCHS and r["n_train"] == 2800 and r["n_val"] == 600
     hist = r["history"]
     print("surface:", [(h["epoch"], round(h["val_accuracy"], 4), round(h["epoch_seconds"], 2),
                         round(h["images_per_second"])) for h in hist])
-    assert r["best_val_accuracy"] >= 0.85
+    assert r["best_val_accuracy"] >= 0.97
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert all(h["images_per_second"] > 0 for h in hist)
     for f in ("model.json", "model.safetensors", "MLmodel"):
@@ -101,12 +107,13 @@ def test_train_test_predict_track(imops, surface, tmp_path):
     for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds",
               "images_per_second", "train_loss_step"):
         assert k in metrics, k
-    assert metrics["val_accuracy"]["step"] == 10
+    assert metrics["val_accuracy"]["step"] == EPOCHS
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
-    assert params["model"] == "surfacenet" and params["optimizer"] == "adam" and params["epochs"] == "10"
+    assert params["model"] == "resnet18" and params["optimizer"] == "adam" and params["epochs"] == str(EPOCHS)
+    assert params["width"] == "0.25"
     assert params["batch_size"] == "32" and params["img_size"] == "64"
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-    assert tags["mlflow.runName"] == "surf-adam" and tags["mlflow.source.name"] == "imops train"
+    assert tags["mlflow.runName"] == "surf-r18" and tags["mlflow.source.name"] == "imops train"
     assert tags["imops.data_hash"] == r["data_hash"] and "mlflow.user" in tags
     art = Path(run["info"]["artifact_uri"].removeprefix("file://"))
     assert (art / "model" / "model.safetensors").read_bytes() == (out / "model" / "model.safetensors").read_bytes()
@@ -115,9 +122,9 @@ def test_train_test_predict_track(imops, surface, tmp_path):
     # imops test through runs:/ logs to the same run.
     t = imops.json("test", "--model", f"runs:/{run_id}/model", "--data", surface, env=env)
     assert t["n"] == 600 and t["split"] == "test" and t["run_id"] == run_id
-    assert t["accuracy"] >= 0.8
+    assert t["accuracy"] >= 0.95
     assert sum(map(sum, t["confusion_matrix"])) == 600
-    assert 0.85 <= t["roc_auc"] <= 1.0
+    assert 0.97 <= t["roc_auc"] <= 1.0
     assert set(t["per_class"]) == {"Negative", "Positive"}
     run = json.loads(imops.run("runs", "show", run_id, "--json", env=env).stdout)["run"]
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
@@ -132,7 +139,7 @@ def test_train_test_predict_track(imops, surface, tmp_path):
     preds = p["predictions"]
     assert len(preds) == 20
     right = sum(pr["label"] == Path(pr["file"]).parent.name for pr in preds)
-    assert right >= 14, preds
+    assert right >= 18, preds
     for pr in preds:
         assert abs(sum(pr["probabilities"].values()) - 1) < 1e-4
         assert pr["label"] == ["Negative", "Positive"][pr["class"]]
@@ -150,7 +157,7 @@ def test_train_test_predict_track(imops, surface, tmp_path):
     g = imops.run("train", "--data", surface, "--device", "0", "--no-track", check=False, env=env)
     assert g.returncode == 1 and "GPU" in g.stderr and len(g.stderr.strip().splitlines()) == 1
     g = imops.run("train", "--data", surface, "--tracking-uri", "http://127.0.0.1:5999", check=False, env=env)
-    assert g.returncode == 1 and "not supported yet" in g.stderr
+    assert g.returncode == 1 and "127.0.0.1:5999" in g.stderr  # nothing listens there
     g = imops.run("test", "--model", "models:/nope/1", "--data", surface, check=False, env=env)
     assert g.returncode == 1
     g = imops.run("train", "--resume", out, "--lr", 0.1, check=False, env=env)
@@ -182,8 +189,9 @@ def wait_mid_epoch(out, proc, min_step, timeout=300):
 
 def test_kill9_then_resume(imops, imops_bin, surface_small, tmp_path):
     env = {"IMOPS_HOME": str(tmp_path / "ws")}
+    # Dropout on: the checkpoint carries the model's random stream, so the masks after the resume are the same.
     common = ["--data", surface_small, "--model", "surfacenet", "--epochs", 2, "--batch-size", 16, "--lr", 0.02,
-              "--checkpoint-every", 3, "--final", "last"]
+              "--dropout", 0.3, "--checkpoint-every", 3, "--final", "last"]
     # The reference: an uninterrupted run.
     ref = imops.json("train", *common, "--output", tmp_path / "ref", "--no-track", env=env, timeout=900)
     assert ref["epochs_done"] == 2

@@ -230,6 +230,15 @@ static void hook_progress(void *user, const im_train_progress_t *p) {
   if (h->snapshot_at && p->global_step == h->snapshot_at) copy_dir(h->last_dir, h->snap_dir);
 }
 
+/* Makes o stop (as on Ctrl-C) once step `step` has been reported: the stop is
+ * seen after the next step. */
+static void arm_cancel(im_train_opts_t *o, hook_t *h, int64_t step) {
+  *h = (hook_t){.cancel_at = step};
+  o->progress = hook_progress;
+  o->user = h;
+  o->cancel = &h->flag;
+}
+
 static void test_resume_is_exact(void **state) {
   const char *t = tu_tmpdir();
   /* The reference: 3 uninterrupted epochs of a cosine over 3 epochs. */
@@ -260,10 +269,8 @@ static void test_resume_is_exact(void **state) {
   /* Cancelled mid-epoch (checkpoint at the exact step), then resumed. */
   o.epochs = 3;
   o.output = tu_path(t, "cancel");
-  hook_t h = {.cancel_at = 6}; /* seen after the next step */
-  o.progress = hook_progress;
-  o.user = &h;
-  o.cancel = &h.flag;
+  hook_t h;
+  arm_cancel(&o, &h, 6);
   assert_int_equal(im_train_run(&o, &r), IM_ERR_CANCELLED);
   assert_non_null(r);
   assert_int_equal(r->global_step, 7);
@@ -312,6 +319,49 @@ static void test_resume_is_exact(void **state) {
   assert_true(r->history[0].val_accuracy >= 0);
   im_train_result_free(r);
   assert_true(same_weights(want, model_file(tu_path(t, "steps"))));
+  tu_rmtree(t);
+}
+
+/* Dropout on: the masks come from the model's random stream, which the
+ * checkpoint saves, so a run cancelled mid-epoch and resumed still ends with
+ * the uninterrupted run's weights. */
+static void test_resume_with_dropout(void **state) {
+  const char *t = tu_tmpdir();
+  im_train_opts_t o = base_opts(tu_path(t, "ref"));
+  o.t_max = 3;
+  o.dropout = 0.5f;
+  OK(im_train_run(&o, NULL));
+  const char *want = model_file(tu_path(t, "ref"));
+  /* The masks matter: without dropout the weights differ. */
+  o.dropout = 0;
+  o.output = tu_path(t, "nodrop");
+  OK(im_train_run(&o, NULL));
+  assert_false(same_weights(want, model_file(tu_path(t, "nodrop"))));
+  o.dropout = 0.5f;
+  /* Cancelled at step 6 of 12 (inside epoch 2), then resumed. */
+  o.output = tu_path(t, "cancel");
+  hook_t h;
+  arm_cancel(&o, &h, 5);
+  assert_int_equal(im_train_run(&o, NULL), IM_ERR_CANCELLED);
+  im_train_checkpoint_t *c = NULL;
+  OK(im_train_checkpoint_open(tu_path(t, "cancel"), &c));
+  assert_int_equal(c->global_step, 6);
+  assert_int_equal(c->epoch, 1);
+  assert_int_equal(c->batch, 2);
+  /* The trainer state carries the stream: four 64-bit words in hex. */
+  uint8_t *js = NULL;
+  size_t len = 0;
+  OK(im_file_read(c->trainer_path, 0, &js, &len));
+  assert_non_null(strstr((const char *)js, "\"model_rng\""));
+  im_free(js);
+  im_train_checkpoint_free(c);
+  im_train_opts_t ro = im_train_defaults();
+  ro.resume = tu_path(t, "cancel/last");
+  ro.epochs = 0; /* the checkpoint's */
+  ro.device = "ref";
+  ro.track = 0;
+  OK(im_train_run(&ro, NULL));
+  assert_true(same_weights(want, model_file(tu_path(t, "cancel"))));
   tu_rmtree(t);
 }
 
@@ -562,10 +612,12 @@ static void test_tracked_run(void **state) {
   assert_int_equal(h->n, 2);
   im_track_metric_list_free(h);
 
-  /* A remote tracking URI is refused, not ignored. */
-  o.tracking_home = "http://localhost:5000";
+  /* A tracking server that cannot be reached fails the run up front, with its address
+   * (port 1 on loopback: nothing listens there). */
+  o.tracking_home = "http://127.0.0.1:1";
   o.max_steps = 0;
-  assert_int_equal(im_train_run(&o, NULL), IM_ERR_UNSUPPORTED);
+  assert_int_not_equal(im_train_run(&o, NULL), IM_OK);
+  assert_non_null(strstr(im_last_error(), "127.0.0.1:1"));
   im_free(run_id);
   im_free(id2);
   im_track_close(s);
@@ -579,6 +631,7 @@ int main(void) {
       cmocka_unit_test(test_learns_trivial_set),
       cmocka_unit_test(test_deterministic),
       cmocka_unit_test(test_resume_is_exact),
+      cmocka_unit_test(test_resume_with_dropout),
       cmocka_unit_test(test_checkpoint_damage),
       cmocka_unit_test(test_early_stopping),
       cmocka_unit_test(test_tracked_run),
