@@ -15,6 +15,7 @@ PKGS=(
   dataset-fashion-mnist
   python3-torch python3-torchvision python3-pandas
   prometheus wrk
+  chromium  # the browser test_serve_docs.py drives (with PyPI playwright) through /docs
 )
 
 missing=()

@@ -27,8 +27,9 @@
  * between arrivals, and waits only while the n queued requests' total added
  * wait stays below the overhead a that merging saves, and the oldest request
  * can still finish within max_latency_ms. Under load, requests gather while
- * the workers are busy. Inference memory is planned once per model for
- * max_batch_size; a batch allocates nothing.
+ * the workers are busy. A batch runs through the model in forward passes of
+ * as many images as keep the activations within a core's L2 cache (at most
+ * max_batch_size), in memory planned once per model; a batch allocates nothing.
  *
  * Reloads load the new model fully, then switch; batches in flight finish on
  * the old model, which is freed when the last one ends. No request fails. */

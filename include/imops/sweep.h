@@ -26,6 +26,7 @@
 #include "imops/core.h"
 #include "imops/status.h"
 #include "imops/track.h"
+#include "imops/track_sweep.h"
 #include "imops/train.h"
 
 #ifdef __cplusplus
@@ -180,6 +181,23 @@ typedef struct {
 void im_sweep_hyperband_schedule(double R, double eta, im_sweep_bracket_t *out, size_t cap, size_t *n);
 
 /* ---- sweeps in the store and agents -------------------------------------------- */
+/** Where a sweep's state lives: the embedded store (a workspace directory or
+ * .db path, NULL: $IMOPS_HOME or ./imops-workspace), or `imops server` at
+ * http(s)://host:port (its /api/2.0/imops/sweeps endpoints; the runs through
+ * the REST tracking client, MLFLOW_TRACKING_TOKEN for writes). The same calls
+ * work on both, so agents on several machines share one sweep through a
+ * server. One thread at a time per handle. */
+typedef struct im_sweep_state im_sweep_state_t;
+IM_NODISCARD im_status_t im_sweep_state_open(const char *where, im_sweep_state_t **out);
+void im_sweep_state_close(im_sweep_state_t *s);
+/** 1 when the state is a tracking server's. */
+int im_sweep_state_is_remote(const im_sweep_state_t *s);
+/** Every sweep, newest first. */
+IM_NODISCARD im_status_t im_sweep_state_sweeps(im_sweep_state_t *s, im_track_sweep_t **items, int64_t *n);
+/** The sweep's trials in trial order. */
+IM_NODISCARD im_status_t im_sweep_state_trials(im_sweep_state_t *s, const char *sweep_id, im_track_sweep_trial_t **items,
+                                               int64_t *n);
+
 typedef struct {
   const char *experiment; /* NULL: "Default" */
   const char *data_dir;   /* the training data (trials of the training objective) */
@@ -192,6 +210,8 @@ typedef struct {
  * imops.sweep_role=parent) in the experiment; *sweep_id (im_free). */
 IM_NODISCARD im_status_t im_sweep_create(im_track_store_t *s, const im_sweep_config_t *c,
                                          const im_sweep_create_opts_t *o, char **sweep_id);
+IM_NODISCARD im_status_t im_sweep_state_create(im_sweep_state_t *s, const im_sweep_config_t *c,
+                                               const im_sweep_create_opts_t *o, char **sweep_id);
 
 /** What the store says about a sweep, parsed. */
 typedef struct {
@@ -201,6 +221,7 @@ typedef struct {
   im_sweep_config_t *config;
 } im_sweep_info_t;
 IM_NODISCARD im_status_t im_sweep_info(im_track_store_t *s, const char *sweep_id, im_sweep_info_t **out);
+IM_NODISCARD im_status_t im_sweep_state_info(im_sweep_state_t *s, const char *sweep_id, im_sweep_info_t **out);
 void im_sweep_info_free(im_sweep_info_t *w);
 
 typedef struct im_sweep_trial im_sweep_trial_t;
@@ -235,7 +256,9 @@ typedef struct {
 } im_sweep_event_t;
 
 typedef struct {
-  const char *tracking_home; /* the store (NULL: default workspace) */
+  const char *tracking_home; /* the store (NULL: default workspace), or http(s)://host:port of `imops server`:
+                                the sweep state then goes through its /api/2.0/imops/sweeps endpoints
+                                and the trials' runs through the REST tracking client */
   const char *sweep_id;
   const char *agent_id;      /* NULL: generated */
   int64_t count;             /* trials this agent runs at most (0: until the sweep is done) */
@@ -247,6 +270,17 @@ typedef struct {
   void *user;
   const volatile int *cancel; /* stop claiming when it becomes non-zero */
 } im_sweep_agent_opts_t;
+/** Claims the sweep's next trial for agent_id in the store's write
+ * transaction, the search (the sweep's method over every trial so far)
+ * running inside it; stale_ms and limit as im_track_sweep_claim (stale_ms 0:
+ * 30 minutes). *out NULL: the sweep is done. What `imops server`'s claim
+ * endpoint and the embedded agent both call. */
+IM_NODISCARD im_status_t im_sweep_claim(im_track_store_t *s, const char *sweep_id, const char *agent_id,
+                                        int64_t stale_ms, int64_t limit, im_track_sweep_trial_t **out);
+/** Records a trial's step-th intermediate value and agent_id's heartbeat;
+ * *stop gets hyperband's verdict (1: prune the trial). */
+IM_NODISCARD im_status_t im_sweep_step(im_track_store_t *s, const char *sweep_id, int64_t trial, const char *agent_id,
+                                       int64_t step, double value, int *stop);
 /** Claims and runs trials until count, the sweep's end (cap, grid exhausted,
  * target reached) or cancel; *ran (may be NULL) gets how many it ran. */
 IM_NODISCARD im_status_t im_sweep_agent_run(const im_sweep_agent_opts_t *o, int64_t *ran);
@@ -309,6 +343,7 @@ typedef struct {
   size_t n_importance;
 } im_sweep_summary_t;
 IM_NODISCARD im_status_t im_sweep_summary(im_track_store_t *s, const char *sweep_id, im_sweep_summary_t **out);
+IM_NODISCARD im_status_t im_sweep_state_summary(im_sweep_state_t *s, const char *sweep_id, im_sweep_summary_t **out);
 void im_sweep_summary_free(im_sweep_summary_t *r);
 /** Writes the plots (plots/sweep_metric.svg, plots/parallel_coordinates.svg)
  * and summary.json into the parent run's artifacts, logs best_<metric> and
@@ -317,6 +352,10 @@ void im_sweep_summary_free(im_sweep_summary_t *r);
  * sweep and its parent run FINISHED. *plots_dir (may be NULL) gets the
  * directory (im_free). */
 IM_NODISCARD im_status_t im_sweep_finalize(im_track_store_t *s, const char *sweep_id, char **plots_dir);
+/** The same through a sweep state: for a server's, the plots are written to a
+ * temporary directory and uploaded to the parent run (*plots_dir gets their
+ * artifact URI). */
+IM_NODISCARD im_status_t im_sweep_state_finalize(im_sweep_state_t *s, const char *sweep_id, char **plots_dir);
 
 /** A Kubeflow Katib Experiment (kubeflow.org/v1beta1) for the sweep as YAML into b. */
 typedef struct {

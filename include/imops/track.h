@@ -580,6 +580,15 @@ im_status_t im_track_client_metric_history(im_track_client_t *c, const char *run
  * file:// or a path on this machine. */
 im_status_t im_track_client_log_artifacts(im_track_client_t *c, const char *run_id, const char *local_path,
                                           const char *artifact_path);
+/** A REST client's call of any endpoint of the server's API 2.0 (path
+ * "imops/sweeps/claim" is /api/2.0/imops/sweeps/claim) with a JSON body (req
+ * stolen; NULL for none, GET) and the same auth and retries as the rest; a
+ * non-200 answer is an error carrying MLflow's error_code and message
+ * (404: IM_ERR_NOT_FOUND, 409: IM_ERR_STATE). *out (may be NULL) gets the
+ * answer. An embedded client is IM_ERR_UNSUPPORTED. */
+struct json_t;
+im_status_t im_track_client_call(im_track_client_t *c, const char *method, const char *path, struct json_t *req,
+                                 struct json_t **out);
 /** Resolves a model URI (runs:/, models:/, s3://, file://, a path, mlflow-artifacts:/)
  * and makes it local: remote artifacts are fetched into cache_dir (NULL: the
  * default cache, see im_track_artifacts_fetch). *local_dir is im_malloc'd;

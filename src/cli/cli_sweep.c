@@ -1,7 +1,7 @@
 /* imops sweep create | agent | run | show | list | export-katib:
  * hyperparameter sweeps from W&B sweep YAML, trials run by agents (in this
  * process, or in child processes for --parallel) that share the sweep
- * through the tracking store, results with the best trial and parameter
+ * through the tracking store or a tracking server (--tracking-uri), results with the best trial and parameter
  * importance, and the export as a Kubeflow Katib Experiment. */
 #include <getopt.h>
 #include <jansson.h>
@@ -32,7 +32,8 @@ static const char usage_text[] =
     "  create SWEEP.yaml --data DIR [--experiment NAME] [--seed N] [--count N]\n"
     "                               create the sweep in the store; prints its id\n"
     "  agent ID [--count N]         claim and run trials of a sweep (any number of agents,\n"
-    "                               in any processes sharing the workspace)\n"
+    "                               in processes sharing the workspace, or on machines\n"
+    "                               sharing a tracking server: --tracking-uri)\n"
     "  run SWEEP.yaml --data DIR [--count N] [--parallel P] [--experiment NAME] [--seed N]\n"
     "                               create, then run P agents as child processes until N trials\n"
     "  show ID [--json]             trials, the best trial, parameter importance, plots\n"
@@ -49,6 +50,9 @@ static const char usage_text[] =
     "  --device DEV         training device (cpu, ref)\n"
     "  --threads N          threads per trial\n"
     "  --stale-seconds S    a trial whose agent sent no heartbeat for S seconds is failed (default 1800)\n"
+    "  --tracking-uri URI   the sweep and its runs on a tracking server (imops server at\n"
+    "                       http(s)://host:port; default: MLFLOW_TRACKING_URI when it is http(s),\n"
+    "                       else the workspace): agents on several machines share the sweep\n"
     "  -o, --output FILE    export-katib: where to write the YAML (default: stdout)\n"
     "  --json               machine-readable output\n"
     "\n"
@@ -58,7 +62,7 @@ static const char usage_text[] =
     "  imops train --data DIR --params-from-sweep ID\n";
 
 typedef struct {
-  const char *data, *experiment, *output, *image, *namespace_, *device;
+  const char *data, *experiment, *output, *image, *namespace_, *device, *tracking;
   uint64_t seed;
   int64_t count, parallel, threads, stale;
   int json;
@@ -66,7 +70,7 @@ typedef struct {
   int npos;
 } sopts_t;
 
-enum { S_DATA = 256, S_EXP, S_SEED, S_COUNT, S_PAR, S_JSON, S_IMAGE, S_NS, S_DEVICE, S_THREADS, S_STALE };
+enum { S_DATA = 256, S_EXP, S_SEED, S_COUNT, S_PAR, S_JSON, S_IMAGE, S_NS, S_DEVICE, S_THREADS, S_STALE, S_URI };
 
 static int parse(const char *cmd, int argc, char **argv, sopts_t *o) {
   static const struct option longopts[] = {
@@ -76,7 +80,8 @@ static int parse(const char *cmd, int argc, char **argv, sopts_t *o) {
       {"output", required_argument, 0, 'o'},        {"image", required_argument, 0, S_IMAGE},
       {"namespace", required_argument, 0, S_NS},    {"device", required_argument, 0, S_DEVICE},
       {"threads", required_argument, 0, S_THREADS}, {"stale-seconds", required_argument, 0, S_STALE},
-      {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
+      {"tracking-uri", required_argument, 0, S_URI}, {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
   memset(o, 0, sizeof *o);
   o->seed = 1;
   optind = 1;
@@ -106,6 +111,7 @@ static int parse(const char *cmd, int argc, char **argv, sopts_t *o) {
       case S_IMAGE: o->image = optarg; break;
       case S_NS: o->namespace_ = optarg; break;
       case S_DEVICE: o->device = optarg; break;
+      case S_URI: o->tracking = optarg; break;
       case 'h': fputs(usage_text, stdout); return 1;
       case ':': cli_usage_error(cmd, "%s needs a value", argv[optind - 1]); return -1;
       default: cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]); return -1;
@@ -130,9 +136,11 @@ static int begin(const char *cmd, int argc, char **argv, sopts_t *o, int npos, c
   return need_pos(cmd, o, npos, what) ? CLI_USAGE : -1;
 }
 
-static im_track_store_t *open_store(const char *cmd) {
-  im_track_store_t *s = NULL;
-  im_status_t st = im_track_open(NULL, &s);
+/* The sweep state: the tracking server at uri (NULL: MLFLOW_TRACKING_URI when
+ * it is http(s)) or the workspace's store. */
+static im_sweep_state_t *open_state(const char *cmd, const char *uri) {
+  im_sweep_state_t *s = NULL;
+  im_status_t st = im_sweep_state_open(uri, &s);
   if (st) {
     cli_fail(cmd, st, "cannot open the tracking store");
     return NULL;
@@ -216,16 +224,16 @@ static int do_create(const char *cmd, const sopts_t *o, char **id_out) {
     return CLI_USAGE;
   }
   char *abs = realpath(o->data, NULL);
-  im_track_store_t *s = open_store(cmd);
+  im_sweep_state_t *s = open_state(cmd, o->tracking);
   rc = CLI_FAIL;
   if (s) {
     im_sweep_create_opts_t co = {.experiment = o->experiment, .data_dir = abs, .seed = o->seed,
                                  .max_trials = o->count};
-    im_status_t st = im_sweep_create(s, c, &co, id_out);
+    im_status_t st = im_sweep_state_create(s, c, &co, id_out);
     rc = st ? cli_fail(cmd, st, "cannot create the sweep") : CLI_OK;
   }
   free(abs);
-  im_track_close(s);
+  im_sweep_state_close(s);
   im_sweep_config_free(c);
   return rc;
 }
@@ -248,15 +256,15 @@ static int cmd_create(int argc, char **argv) {
 
 /* ---- agent --------------------------------------------------------------------------------- */
 static int run_agent(const char *cmd, const sopts_t *o, const char *id, int64_t count, int quiet) {
-  im_track_store_t *s = open_store(cmd);
+  im_sweep_state_t *s = open_state(cmd, o->tracking);
   if (!s) return CLI_FAIL;
   im_sweep_info_t *w = NULL;
-  im_status_t st = im_sweep_info(s, id, &w);
-  im_track_close(s);
+  im_status_t st = im_sweep_state_info(s, id, &w);
+  im_sweep_state_close(s);
   if (st) return cli_fail(cmd, st, id);
   table_t t = {.c = w->config, .best = NAN};
   im_sweep_train_opts_t to = {.device = o->device, .threads = (int)o->threads, .on_epoch = quiet ? NULL : on_epoch};
-  im_sweep_agent_opts_t ao = {.sweep_id = id, .count = count, .stale_ms = o->stale * 1000, .objective_user = &to,
+  im_sweep_agent_opts_t ao = {.tracking_home = o->tracking, .sweep_id = id, .count = count, .stale_ms = o->stale * 1000, .objective_user = &to,
                               .on_event = quiet ? on_event_quiet : on_event, .user = &t, .cancel = &g_cancel};
   int64_t ran = 0;
   st = im_sweep_agent_run(&ao, &ran);
@@ -265,7 +273,7 @@ static int run_agent(const char *cmd, const sopts_t *o, const char *id, int64_t 
   return CLI_OK;
 }
 
-static int finalize_and_report(const char *cmd, const char *id, int json);
+static int finalize_and_report(const char *cmd, const sopts_t *o, const char *id);
 
 /* With --json, the live table and the trials' progress go to stderr, so that
  * stdout carries only the final JSON summary. Returns the saved stdout (-1: none). */
@@ -299,7 +307,7 @@ static int cmd_agent(int argc, char **argv) {
   live_done(saved);
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
-  if (rc == CLI_OK) rc = finalize_and_report(cmd, o.pos[0], o.json);
+  if (rc == CLI_OK) rc = finalize_and_report(cmd, &o, o.pos[0]);
   return rc;
 }
 
@@ -335,9 +343,9 @@ static int cmd_run(int argc, char **argv) {
     nkids++;
   }
   signal(SIGINT, SIG_IGN); /* the children finish their trial and stop */
-  im_track_store_t *s = open_store(cmd);
+  im_sweep_state_t *s = open_state(cmd, o.tracking);
   im_sweep_info_t *w = NULL;
-  if (s && im_sweep_info(s, id, &w)) w = NULL;
+  if (s && im_sweep_state_info(s, id, &w)) w = NULL;
   table_t t = {.c = w ? w->config : NULL, .best = NAN};
   char **shown = NULL;
   size_t nshown = 0;
@@ -352,7 +360,7 @@ static int cmd_run(int argc, char **argv) {
     if (t.c) { /* print each trial's state changes */
       im_track_sweep_trial_t *tr = NULL;
       int64_t n = 0;
-      if (im_track_sweep_trials(s, id, &tr, &n) == IM_OK) {
+      if (im_sweep_state_trials(s, id, &tr, &n) == IM_OK) {
         if ((size_t)n > nshown) {
           char **ns = realloc(shown, (size_t)n * sizeof *ns);
           if (ns) {
@@ -377,10 +385,10 @@ static int cmd_run(int argc, char **argv) {
   for (size_t i = 0; i < nshown; i++) free(shown[i]);
   free(shown);
   im_sweep_info_free(w);
-  im_track_close(s);
+  im_sweep_state_close(s);
   signal(SIGINT, SIG_DFL);
   live_done(saved);
-  rc = finalize_and_report(cmd, id, o.json);
+  rc = finalize_and_report(cmd, &o, id);
   if (failed && rc == CLI_OK) {
     fprintf(stderr, "imops %s: an agent failed (see the messages above)\n", cmd);
     rc = CLI_FAIL;
@@ -477,18 +485,18 @@ static void print_summary(const im_sweep_summary_t *r, const char *plots) {
   if (plots) printf("\nplots: %s/sweep_metric.svg, %s/parallel_coordinates.svg\n", plots, plots);
 }
 
-static int show(const char *cmd, const char *id, int json) {
-  im_track_store_t *s = open_store(cmd);
+static int show(const char *cmd, const char *uri, const char *id, int json) {
+  im_sweep_state_t *s = open_state(cmd, uri);
   if (!s) return CLI_FAIL;
   char *plots = NULL;
-  im_status_t st = im_sweep_finalize(s, id, &plots);
+  im_status_t st = im_sweep_state_finalize(s, id, &plots);
   if (st && st != IM_ERR_UNSUPPORTED) {
-    im_track_close(s);
+    im_sweep_state_close(s);
     return cli_fail(cmd, st, id);
   }
   im_sweep_summary_t *r = NULL;
-  st = im_sweep_summary(s, id, &r);
-  im_track_close(s);
+  st = im_sweep_state_summary(s, id, &r);
+  im_sweep_state_close(s);
   if (st) {
     im_free(plots);
     return cli_fail(cmd, st, id);
@@ -507,9 +515,9 @@ static int show(const char *cmd, const char *id, int json) {
   return CLI_OK;
 }
 
-static int finalize_and_report(const char *cmd, const char *id, int json) {
-  if (!json) printf("\n");
-  return show(cmd, id, json);
+static int finalize_and_report(const char *cmd, const sopts_t *o, const char *id) {
+  if (!o->json) printf("\n");
+  return show(cmd, o->tracking, id, o->json);
 }
 
 static int cmd_show(int argc, char **argv) {
@@ -517,7 +525,7 @@ static int cmd_show(int argc, char **argv) {
   sopts_t o;
   int go = begin(cmd, argc, argv, &o, 1, "the sweep id");
   if (go >= 0) return go;
-  return show(cmd, o.pos[0], o.json);
+  return show(cmd, o.tracking, o.pos[0], o.json);
 }
 
 /* ---- list ------------------------------------------------------------------------------------ */
@@ -526,13 +534,13 @@ static int cmd_list(int argc, char **argv) {
   sopts_t o;
   int go = begin(cmd, argc, argv, &o, 0, "");
   if (go >= 0) return go;
-  im_track_store_t *s = open_store(cmd);
+  im_sweep_state_t *s = open_state(cmd, o.tracking);
   if (!s) return CLI_FAIL;
   im_track_sweep_t *items = NULL;
   int64_t n = 0;
-  im_status_t st = im_track_sweep_list(s, &items, &n);
+  im_status_t st = im_sweep_state_sweeps(s, &items, &n);
   if (st) {
-    im_track_close(s);
+    im_sweep_state_close(s);
     return cli_fail(cmd, st, "cannot list the sweeps");
   }
   json_t *arr = json_array();
@@ -542,7 +550,7 @@ static int cmd_list(int argc, char **argv) {
     im_sweep_summary_t *sm = NULL;
     double best = NAN;
     int64_t trials = 0;
-    if (im_sweep_summary(s, items[i].sweep_id, &sm) == IM_OK) {
+    if (im_sweep_state_summary(s, items[i].sweep_id, &sm) == IM_OK) {
       trials = sm->n;
       if (sm->best >= 0) best = sm->values[sm->best];
     }
@@ -575,7 +583,7 @@ static int cmd_list(int argc, char **argv) {
   json_decref(arr);
   cli_table_free(t);
   im_track_sweep_list_free(items, n);
-  im_track_close(s);
+  im_sweep_state_close(s);
   return CLI_OK;
 }
 
@@ -592,10 +600,10 @@ static int cmd_katib(int argc, char **argv) {
   if (stat(o.pos[0], &sb) == 0) {
     if ((rc = load_config(cmd, o.pos[0], &c))) return rc;
   } else {
-    im_track_store_t *s = open_store(cmd);
+    im_sweep_state_t *s = open_state(cmd, o.tracking);
     if (!s) return CLI_FAIL;
-    im_status_t st = im_sweep_info(s, o.pos[0], &w);
-    im_track_close(s);
+    im_status_t st = im_sweep_state_info(s, o.pos[0], &w);
+    im_sweep_state_close(s);
     if (st) {
       fprintf(stderr, "imops %s: '%s' is neither a file nor a sweep id in the store: %s\n", cmd, o.pos[0],
               im_last_error());
@@ -661,19 +669,21 @@ static int given(int argc, char **argv, const char *opt) {
 
 int cli_sweep_train_params(const char *cmd, int argc, char **argv, void *opts) {
   static char *model, *data; /* live as long as the options */
-  const char *id = NULL;
+  const char *id = NULL, *uri = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--")) break;
     if (!strcmp(argv[i], "--params-from-sweep") && i + 1 < argc) id = argv[i + 1];
     else if (!strncmp(argv[i], "--params-from-sweep=", 20)) id = argv[i] + 20;
+    else if (!strcmp(argv[i], "--tracking-uri") && i + 1 < argc) uri = argv[i + 1];
+    else if (!strncmp(argv[i], "--tracking-uri=", 15)) uri = argv[i] + 15;
   }
   if (!id) return 0;
   if (given(argc, argv, "resume")) return cli_usage_error(cmd, "--params-from-sweep cannot go with --resume");
-  im_track_store_t *s = open_store(cmd);
+  im_sweep_state_t *s = open_state(cmd, uri);
   if (!s) return CLI_FAIL;
   im_sweep_summary_t *r = NULL;
-  im_status_t st = im_sweep_summary(s, id, &r);
-  im_track_close(s);
+  im_status_t st = im_sweep_state_summary(s, id, &r);
+  im_sweep_state_close(s);
   if (st) return cli_fail(cmd, st, "--params-from-sweep");
   if (r->best < 0) {
     fprintf(stderr, "imops %s: sweep %s has no finished trial with a %s yet\n", cmd, id,

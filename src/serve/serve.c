@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "imops/track.h"
 #include "serve/serve_int.h"
@@ -113,6 +114,23 @@ static double *reference_counts(im_track_store_t *st, const char *run_id, im_tra
   return out;
 }
 
+/* Images per forward pass: as many as keep one pass's activation block within a
+ * core's L2 cache (at least 1, at most max_batch). Batching buys no per-image
+ * speed on the CPU here (bench/serve/README.md: a batch of 31 cost as much per
+ * image as a single one), so a batch of 32 at 112x112 planned whole only held
+ * 17 MB of activations per worker; passes of a few keep the same throughput in
+ * a fraction of the memory. */
+static im_status_t pass_images(im_nn_model_t *nn, int max_batch, int h, int w, int *out) {
+  im_status_t st = im_nn_plan(nn, NULL, 1, h, w, 0);
+  if (st) return st;
+  size_t per_image = im_nn_plan_bytes(nn);
+  long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  size_t budget = l2 > 0 ? (size_t)l2 : (size_t)2 << 20;
+  size_t n = per_image ? budget / per_image : (size_t)max_batch;
+  *out = n < 1 ? 1 : n > (size_t)max_batch ? max_batch : (int)n;
+  return IM_OK;
+}
+
 static im_status_t gen_load(im_serve_t *s, serve_gen_t **out) {
   *out = NULL;
   serve_gen_t *g = im_calloc(1, sizeof *g);
@@ -150,9 +168,10 @@ static im_status_t gen_load(im_serve_t *s, serve_gen_t **out) {
     g->w = meta->img_w;
     g->k = im_train_model_num_classes(g->inst[i]);
     g->chw = (size_t)g->c * (size_t)g->h * (size_t)g->w;
-    /* planned once for the largest batch: every batch size up to it runs in this memory */
-    if ((st = im_nn_plan(nn, NULL, s->max_batch, g->h, g->w, 0))) goto out;
-    if (!(g->xbuf[i] = im_malloc(sizeof(float) * g->chw * (size_t)s->max_batch))) {
+    /* planned once for one forward pass: every batch runs in passes of up to g->chunk images */
+    if (i == 0 && (st = pass_images(nn, s->max_batch, g->h, g->w, &g->chunk))) goto out;
+    if ((st = im_nn_plan(nn, NULL, g->chunk, g->h, g->w, 0))) goto out;
+    if (!(g->xbuf[i] = im_malloc(sizeof(float) * g->chw * (size_t)g->chunk))) {
       st = im_error(IM_ERR_NOMEM, "out of memory for the batch buffer");
       goto out;
     }
@@ -325,14 +344,15 @@ static im_status_t metrics_setup(im_serve_t *s) {
 
 /* ---- inference ---- */
 
-/* Runs the jobs' images through worker's copy of the model in chunks of the
- * planned batch size, and writes each image's softmax probabilities. */
+/* Runs the jobs' images through worker's copy of the model in passes of up
+ * to g->chunk images, and writes each image's softmax probabilities. */
 static im_status_t run_batch(void *user, int worker, void *genp, im__serve_job_t *const *jobs, int nj, int ni) {
   im_serve_t *s = user;
   serve_gen_t *g = genp;
   im_nn_model_t *nn = im_train_model_nn(g->inst[worker]);
   float *xb = g->xbuf[worker];
-  const int cap = s->max_batch, k = g->k;
+  const int cap = g->chunk, k = g->k;
+  const double t_batch = im_time_now();
   int j = 0, i = 0;
   while (j < nj) {
     const int j0 = j, i0 = i;
@@ -345,11 +365,8 @@ static im_status_t run_batch(void *user, int worker, void *genp, im__serve_job_t
     im_tensor_t xt, logits;
     int64_t shape[4] = {n, g->c, g->h, g->w};
     im_status_t st = im_tensor_view(&xt, IM_F32, 4, shape, xb);
-    double t0 = im_time_now();
     if (st == IM_OK) st = im_nn_forward(nn, &xt, 0, &logits);
     if (st) return st;
-    im_monitor_observe(s->m.inference_s, im_time_now() - t0);
-    im_monitor_observe(s->m.batch_s, n);
     const float *z = im_tensor_f32(&logits);
     int jj = j0, ii = i0;
     for (int r = 0; r < n; r++) {
@@ -362,7 +379,8 @@ static im_status_t run_batch(void *user, int worker, void *genp, im__serve_job_t
       if (++ii >= jobs[jj]->n) jj++, ii = 0;
     }
   }
-  (void)ni;
+  im_monitor_observe(s->m.inference_s, im_time_now() - t_batch);
+  im_monitor_observe(s->m.batch_s, ni);
   return IM_OK;
 }
 

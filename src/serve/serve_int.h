@@ -12,14 +12,15 @@
 #include "imops/train.h"
 #include "serve/serve_impl.h"
 
-/* A loaded model: one copy per inference worker, planned for the largest
- * batch. Reference-counted: the server holds one reference while it is the
+/* A loaded model: one copy per inference worker, planned for one forward
+ * pass of `chunk` images (a batch runs in passes of that many). Reference-counted: the server holds one reference while it is the
  * current one; each request holds one while it uses it. */
 typedef struct {
   _Atomic int refs;
   int workers;
   im_train_model_t **inst;
-  float **xbuf;          /* per worker: max_batch x C x H x W */
+  float **xbuf;          /* per worker: chunk x C x H x W */
+  int chunk;             /* images per forward pass, 1..max_batch (see pass_images in serve.c) */
   int c, h, w, k;
   size_t chw;
   char *name, *version, *run_id, *key;

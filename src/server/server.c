@@ -630,7 +630,7 @@ im_status_t im_server_new(const im_server_opts_t *opts, im_server_t **out) {
   if ((st = im_http_server_route(s->http, "GET", "/health", health, NULL)) ||
       (st = im_http_server_route(s->http, "GET", "/version", version, NULL)) ||
       (st = im__srv_routes_experiments(s)) || (st = im__srv_routes_runs(s)) || (st = im__srv_routes_registry(s)) ||
-      (st = im__srv_routes_artifacts(s)))
+      (st = im__srv_routes_artifacts(s)) || (st = im__srv_routes_sweeps(s)))
     goto fail;
   *out = s;
   return IM_OK;

@@ -86,6 +86,7 @@ im_status_t im__srv_routes_experiments(im_server_t *s);
 im_status_t im__srv_routes_runs(im_server_t *s);
 im_status_t im__srv_routes_registry(im_server_t *s);
 im_status_t im__srv_routes_artifacts(im_server_t *s);
+im_status_t im__srv_routes_sweeps(im_server_t *s);
 
 /* ---- answers ---------------------------------------------------------------------- */
 /** The HTTP status MLflow gives an error code (reference section 6); 500 for unknown. */

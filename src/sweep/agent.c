@@ -1,8 +1,9 @@
-/* Sweeps in the store and the agents that run them: creating a sweep (its
- * row and its parent run), reading it back, and the agent loop: claim a
- * trial atomically (the search runs inside the claim, over every trial so
- * far), run the objective, report intermediate values for hyperband, record
- * the result. Any number of agents, in threads or processes, share a sweep. */
+/* Sweeps and the agents that run them, over a sweep state (state.c: the
+ * embedded store or imops server): creating a sweep (its row and its parent
+ * run), reading it back, and the agent loop: claim a trial atomically (the
+ * search runs inside the claim, over every trial so far), run the objective,
+ * report intermediate values for hyperband, record the result. Any number of
+ * agents, in threads, processes or on machines sharing a server, share a sweep. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,7 +15,7 @@
 #include "sweep/sweep_impl.h"
 
 struct im_sweep_trial {
-  im_track_store_t *store;
+  im_sweep_state_t *store;
   const im_sweep_info_t *info;
   const char *agent_id;
   int64_t number;
@@ -30,29 +31,20 @@ const double *im_sweep_trial_x(const im_sweep_trial_t *t) { return t->x; }
 const char *im_sweep_trial_params(const im_sweep_trial_t *t) { return t->params; }
 const im_sweep_info_t *im_sweep_trial_sweep(const im_sweep_trial_t *t) { return t->info; }
 void im_sweep_trial_prune(im_sweep_trial_t *t) { t->pruned = 1; }
-const char *im__sweep_trial_home(const im_sweep_trial_t *t) { return im_track_home(t->store); }
+const char *im__sweep_trial_home(const im_sweep_trial_t *t) { return im__sweep_state_where(t->store); }
 im_status_t im__sweep_trial_tag(im_sweep_trial_t *t, const char *key, const char *value) {
   if (!t->run_id) return im_error(IM_ERR_STATE, "the trial has no run");
-  return im_track_run_set_tag(t->store, t->run_id, key, value);
-}
-
-static im_status_t experiment_id(im_track_store_t *s, const char *name, char **id) {
-  im_track_experiment_t *e = NULL;
-  if (!name) name = "Default";
-  im_status_t st = im_track_experiment_get_by_name(s, name, &e);
-  if (st == IM_OK) {
-    *id = im_strdup(e->experiment_id);
-    im_track_experiment_free(e);
-    return *id ? IM_OK : im_error(IM_ERR_NOMEM, "out of memory");
-  }
-  if (st != IM_ERR_NOT_FOUND) return st;
-  st = im_track_experiment_create(s, name, NULL, NULL, 0, id);
-  if (st == IM_ERR_EXISTS) return experiment_id(s, name, id);
-  return st;
+  return im__sweep_st_set_tag(t->store, t->run_id, key, value);
 }
 
 im_status_t im_sweep_create(im_track_store_t *s, const im_sweep_config_t *c, const im_sweep_create_opts_t *o,
                             char **sweep_id) {
+  im_sweep_state_t w = im__sweep_state_of(s);
+  return im_sweep_state_create(&w, c, o, sweep_id);
+}
+
+im_status_t im_sweep_state_create(im_sweep_state_t *s, const im_sweep_config_t *c, const im_sweep_create_opts_t *o,
+                                  char **sweep_id) {
   *sweep_id = NULL;
   im_sweep_create_opts_t def = {0};
   if (!o) o = &def;
@@ -61,14 +53,14 @@ im_status_t im_sweep_create(im_track_store_t *s, const im_sweep_config_t *c, con
   json_t *doc = NULL;
   char *text = NULL;
   const char *name = o->name ? o->name : c->name ? c->name : "sweep";
-  im_status_t st = experiment_id(s, o->experiment, &exp);
+  im_status_t st = im__sweep_st_experiment_id(s, o->experiment, &exp);
   if (st) return st;
   char rname[300];
   snprintf(rname, sizeof rname, "sweep-%s", name);
   im_track_kv_t tags[] = {{"imops.sweep_role", "parent"}, {"mlflow.source.name", "imops sweep"},
                           {"mlflow.source.type", "LOCAL"}};
   im_track_run_create_t rc = {.experiment_id = exp, .run_name = rname, .tags = tags, .n_tags = 3};
-  if ((st = im_track_run_create(s, &rc, &run))) goto done;
+  if ((st = im__sweep_st_run_create(s, &rc, &run))) goto done;
   doc = json_pack("{s:o?,s:{s:s,s:s?,s:I,s:s}}", "config", json_loads(c->json, 0, NULL), "imops", "parent_run_id",
                   run->run_id, "data", o->data_dir, "seed", (json_int_t)(o->seed ? o->seed : 1), "experiment_id", exp);
   text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -82,8 +74,8 @@ im_status_t im_sweep_create(im_track_store_t *s, const im_sweep_config_t *c, con
                         .method = (char *)(uintptr_t)im_sweep_method_name(c->method), .metric_name = c->metric_name,
                         .metric_goal = c->metric_name ? (char *)(uintptr_t)(c->maximize ? "maximize" : "minimize") : NULL,
                         .max_trials = cap};
-  if ((st = im_track_sweep_create(s, &w, &sid))) goto done;
-  if ((st = im_track_run_set_tag(s, run->run_id, "imops.sweep_id", sid))) goto done;
+  if ((st = im__sweep_st_create(s, &w, &sid))) goto done;
+  if ((st = im__sweep_st_set_tag(s, run->run_id, "imops.sweep_id", sid))) goto done;
   *sweep_id = sid;
   sid = NULL;
 done:
@@ -108,9 +100,14 @@ static char *jdup(const json_t *j) {
 }
 
 im_status_t im_sweep_info(im_track_store_t *s, const char *sweep_id, im_sweep_info_t **out) {
+  im_sweep_state_t w = im__sweep_state_of(s);
+  return im_sweep_state_info(&w, sweep_id, out);
+}
+
+im_status_t im_sweep_state_info(im_sweep_state_t *s, const char *sweep_id, im_sweep_info_t **out) {
   *out = NULL;
   im_track_sweep_t *row = NULL;
-  im_status_t st = im_track_sweep_get(s, sweep_id, &row);
+  im_status_t st = im__sweep_st_get(s, sweep_id, &row);
   if (st) return st;
   json_t *doc = json_loads(row->config, 0, NULL);
   im_sweep_info_t *w = im_calloc(1, sizeof *w);
@@ -172,19 +169,50 @@ static im_status_t suggest_cb(void *user, const im_track_sweep_trial_t *trials, 
   return st;
 }
 
+im_status_t im_sweep_claim(im_track_store_t *s, const char *sweep_id, const char *agent_id, int64_t stale_ms,
+                           int64_t limit, im_track_sweep_trial_t **out) {
+  *out = NULL;
+  im_sweep_info_t *info = NULL;
+  im_status_t st = im_sweep_info(s, sweep_id, &info);
+  if (st) return st;
+  suggest_ctx_t sc = {.info = info};
+  st = im_track_sweep_claim(s, sweep_id, agent_id, stale_ms > 0 ? stale_ms : 30 * 60 * 1000, limit, suggest_cb, &sc,
+                            out);
+  im_sweep_info_free(info);
+  return st;
+}
+
 /* ---- intermediate values and hyperband ----------------------------------------------- */
+static im_status_t hyperband_stop(im_track_store_t *s, const im_sweep_info_t *info, int64_t trial, int *stop);
+
+im_status_t im_sweep_step(im_track_store_t *s, const char *sweep_id, int64_t trial, const char *agent_id, int64_t step,
+                          double value, int *stop) {
+  *stop = 0;
+  im_sweep_info_t *info = NULL;
+  im_status_t st = im_sweep_info(s, sweep_id, &info);
+  if (st) return st;
+  /* the trial must be the agent's (this also refreshes its heartbeat) */
+  if ((st = im_track_sweep_trial_update(s, sweep_id, trial, agent_id, NULL, NULL, NAN)) == IM_OK &&
+      (st = im_track_sweep_report(s, sweep_id, trial, step, value)) == IM_OK && info->config->hyperband)
+    st = hyperband_stop(s, info, trial, stop);
+  im_sweep_info_free(info);
+  return st;
+}
+
 im_status_t im_sweep_trial_report(im_sweep_trial_t *t, int64_t step, double value, int *stop) {
+  int halt = 0;
   if (stop) *stop = 0;
   t->last = value;
-  im_status_t st = im_track_sweep_report(t->store, t->info->sweep_id, t->number, step, value);
-  if (st) return st;
-  /* also the heartbeat */
-  if ((st = im_track_sweep_trial_update(t->store, t->info->sweep_id, t->number, t->agent_id, NULL, NULL, NAN)))
-    return st;
-  if (!t->info->config->hyperband) return IM_OK;
+  im_status_t st = im__sweep_st_report(t->store, t->info->sweep_id, t->number, t->agent_id, step, value, &halt);
+  if (st == IM_OK && stop) *stop = halt;
+  return st;
+}
+
+static im_status_t hyperband_stop(im_track_store_t *s, const im_sweep_info_t *info, int64_t trial, int *stop) {
   im_track_sweep_step_t *steps = NULL;
   int64_t n = 0;
-  if ((st = im_track_sweep_steps(t->store, t->info->sweep_id, &steps, &n))) return st;
+  im_status_t st = im_track_sweep_steps(s, info->sweep_id, &steps, &n);
+  if (st) return st;
   /* one history per trial, values in step order */
   size_t ntr = 0, self = (size_t)-1;
   for (int64_t i = 0; i < n; i++)
@@ -200,12 +228,12 @@ im_status_t im_sweep_trial_report(im_sweep_trial_t *t, int64_t step, double valu
       if (i == 0 || steps[i].trial != steps[i - 1].trial) {
         k++;
         hist[k] = vals + i;
-        if (steps[i].trial == t->number) self = k;
+        if (steps[i].trial == trial) self = k;
       }
       vals[i] = steps[i].value;
       len[k]++;
     }
-    if (self != (size_t)-1 && im_sweep_hyperband_stop(t->info->config, hist, len, ntr, self) && stop) *stop = 1;
+    if (self != (size_t)-1 && im_sweep_hyperband_stop(info->config, hist, len, ntr, self)) *stop = 1;
   }
   im_free(hist), im_free(len), im_free(vals), im_free(steps);
   return st;
@@ -216,9 +244,9 @@ im_status_t im_sweep_trial_set_run(im_sweep_trial_t *t, const char *run_id) {
   if (!(t->run_id = im_strdup(run_id))) return im_error(IM_ERR_NOMEM, "out of memory");
   char num[32];
   snprintf(num, sizeof num, "%lld", (long long)t->number);
-  im_status_t st = im_track_sweep_trial_update(t->store, t->info->sweep_id, t->number, t->agent_id, NULL, run_id, NAN);
-  if (st == IM_OK) st = im_track_run_set_tag(t->store, run_id, "imops.sweep_id", t->info->sweep_id);
-  if (st == IM_OK) st = im_track_run_set_tag(t->store, run_id, "imops.sweep_trial", num);
+  im_status_t st = im__sweep_st_update(t->store, t->info->sweep_id, t->number, t->agent_id, NULL, run_id, NAN);
+  if (st == IM_OK) st = im__sweep_st_set_tag(t->store, run_id, "imops.sweep_id", t->info->sweep_id);
+  if (st == IM_OK) st = im__sweep_st_set_tag(t->store, run_id, "imops.sweep_trial", num);
   return st;
 }
 
@@ -240,7 +268,7 @@ static void emit(const im_sweep_agent_opts_t *o, const im_sweep_trial_t *t, cons
   o->on_event(o->user, &e);
 }
 
-static im_status_t run_one(const im_sweep_agent_opts_t *o, im_track_store_t *s, const im_sweep_info_t *info,
+static im_status_t run_one(const im_sweep_agent_opts_t *o, im_sweep_state_t *s, const im_sweep_info_t *info,
                            const char *agent_id, const im_track_sweep_trial_t *claimed) {
   im_sweep_trial_t t = {.store = s, .info = info, .agent_id = agent_id, .number = claimed->trial, .last = NAN};
   size_t d = info->config->n_params ? info->config->n_params : 1;
@@ -248,7 +276,7 @@ static im_status_t run_one(const im_sweep_agent_opts_t *o, im_track_store_t *s, 
   t.params = im_strdup(claimed->params);
   im_status_t st = t.x && t.params ? IM_OK : im_error(IM_ERR_NOMEM, "out of memory");
   if (st == IM_OK) st = im_sweep_point_parse(info->config, claimed->params, t.x);
-  if (st == IM_OK) st = im_track_sweep_trial_update(s, info->sweep_id, t.number, agent_id, "RUNNING", NULL, NAN);
+  if (st == IM_OK) st = im__sweep_st_update(s, info->sweep_id, t.number, agent_id, "RUNNING", NULL, NAN);
   if (st) {
     im_free(t.x), im_free(t.params);
     return st;
@@ -267,7 +295,7 @@ static im_status_t run_one(const im_sweep_agent_opts_t *o, im_track_store_t *s, 
     state = "PRUNED";
     if (!isfinite(value)) value = t.last;
   }
-  st = im_track_sweep_trial_update(s, info->sweep_id, t.number, agent_id, state, NULL, value);
+  st = im__sweep_st_update(s, info->sweep_id, t.number, agent_id, state, NULL, value);
   emit(o, &t, state, value, ost ? err : NULL);
   im_free(t.x), im_free(t.params), im_free(t.run_id);
   return st;
@@ -276,10 +304,10 @@ static im_status_t run_one(const im_sweep_agent_opts_t *o, im_track_store_t *s, 
 im_status_t im_sweep_agent_run(const im_sweep_agent_opts_t *o, int64_t *ran) {
   if (ran) *ran = 0;
   if (!o || !o->sweep_id) return im_error(IM_ERR_ARG, "an agent needs a sweep id");
-  im_track_store_t *s = NULL;
+  im_sweep_state_t *s = NULL;
   im_sweep_info_t *info = NULL;
-  im_status_t st = im_track_open(o->tracking_home, &s);
-  if (st == IM_OK) st = im_sweep_info(s, o->sweep_id, &info);
+  im_status_t st = im_sweep_state_open(o->tracking_home, &s);
+  if (st == IM_OK) st = im_sweep_state_info(s, o->sweep_id, &info);
   char agent[96], host[64] = "";
   if (o->agent_id) {
     snprintf(agent, sizeof agent, "%s", o->agent_id);
@@ -289,33 +317,32 @@ im_status_t im_sweep_agent_run(const im_sweep_agent_opts_t *o, int64_t *ran) {
     im_rng_seed(&r, (uint64_t)im_time_wall_ms() ^ ((uint64_t)getpid() << 20) ^ (uint64_t)(uintptr_t)&r);
     snprintf(agent, sizeof agent, "%s-%d-%08x", host, (int)getpid(), (unsigned)(im_rng_next(&r) & 0xffffffffu));
   }
-  if (st == IM_OK) st = im_track_sweep_agent_start(s, o->sweep_id, agent, host, (int64_t)getpid());
-  suggest_ctx_t sc = {.info = info};
+  if (st == IM_OK) st = im__sweep_st_agent_start(s, o->sweep_id, agent, host, (int64_t)getpid());
   int64_t done = 0;
   const int64_t stale = o->stale_ms > 0 ? o->stale_ms : 30 * 60 * 1000;
   while (st == IM_OK && (o->count <= 0 || done < o->count) && !(o->cancel && *o->cancel)) {
     im_track_sweep_trial_t *tr = NULL;
     int64_t n = 0;
     if (info->config->has_target) {
-      if ((st = im_track_sweep_trials(s, o->sweep_id, &tr, &n))) break;
+      if ((st = im_sweep_state_trials(s, o->sweep_id, &tr, &n))) break;
       int hit = target_reached(info->config, tr, n);
       im_track_sweep_trials_free(tr, n);
       tr = NULL;
       if (hit) {
-        st = im_track_sweep_set_state(s, o->sweep_id, "FINISHED");
+        st = im__sweep_st_set_state(s, o->sweep_id, "FINISHED");
         break;
       }
     }
-    if ((st = im_track_sweep_claim(s, o->sweep_id, agent, stale, o->limit, suggest_cb, &sc, &tr))) break;
+    if ((st = im__sweep_st_claim(s, o->sweep_id, agent, stale, o->limit, &tr))) break;
     if (!tr) break;
     st = run_one(o, s, info, agent, tr);
     im_track_sweep_trials_free(tr, 1);
     done++;
   }
-  if (s && im_track_sweep_agent_end(s, agent, st ? "FAILED" : "FINISHED") != IM_OK)
+  if (s && info && im__sweep_st_agent_end(s, agent, st ? "FAILED" : "FINISHED") != IM_OK)
     im_log(IM_LOG_WARN, "sweep %s: cannot record the end of agent %s", o->sweep_id, agent);
   if (ran) *ran = done;
   im_sweep_info_free(info);
-  im_track_close(s);
+  im_sweep_state_close(s);
   return st;
 }

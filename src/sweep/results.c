@@ -1,10 +1,13 @@
 /* A sweep's results from the store: trials with their points and values, the
  * best trial, parameter importance; and the closing step that saves the
  * plots and a summary as artifacts of the sweep's parent run. */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "imops/track_sweep.h"
 #include "sweep/sweep_impl.h"
@@ -30,13 +33,18 @@ static int better(const im_sweep_config_t *c, double a, double b) {
 }
 
 im_status_t im_sweep_summary(im_track_store_t *s, const char *sweep_id, im_sweep_summary_t **out) {
+  im_sweep_state_t w = im__sweep_state_of(s);
+  return im_sweep_state_summary(&w, sweep_id, out);
+}
+
+im_status_t im_sweep_state_summary(im_sweep_state_t *s, const char *sweep_id, im_sweep_summary_t **out) {
   *out = NULL;
   im_sweep_summary_t *r = im_calloc(1, sizeof *r);
   if (!r) return im_error(IM_ERR_NOMEM, "out of memory");
   im_track_sweep_trial_t *tr = NULL;
   int64_t n = 0;
-  im_status_t st = im_sweep_info(s, sweep_id, &r->info);
-  if (st == IM_OK) st = im_track_sweep_trials(s, sweep_id, &tr, &n);
+  im_status_t st = im_sweep_state_info(s, sweep_id, &r->info);
+  if (st == IM_OK) st = im_sweep_state_trials(s, sweep_id, &tr, &n);
   if (st) {
     im_sweep_summary_free(r);
     return st;
@@ -58,7 +66,7 @@ im_status_t im_sweep_summary(im_track_store_t *s, const char *sweep_id, im_sweep
     st = im_error(IM_ERR_NOMEM, "out of memory");
   im_track_sweep_step_t *steps = NULL;
   int64_t nsteps = 0;
-  if (st == IM_OK) st = im_track_sweep_steps(s, sweep_id, &steps, &nsteps);
+  if (st == IM_OK) st = im__sweep_st_steps(s, sweep_id, &steps, &nsteps);
   for (int64_t i = 0, k = 0; st == IM_OK && i < n; i++) { /* both ordered by trial */
     while (k < nsteps && steps[k].trial < tr[i].trial) k++;
     while (k < nsteps && steps[k].trial == tr[i].trial) r->steps[i]++, k++;
@@ -101,9 +109,9 @@ im_status_t im_sweep_summary(im_track_store_t *s, const char *sweep_id, im_sweep
 }
 
 /* The local directory of a run's artifacts/sub, or NULL (error set). */
-static char *artifact_dir(im_track_store_t *s, const char *run_id, const char *sub) {
+static char *artifact_dir(im_sweep_state_t *s, const char *run_id, const char *sub) {
   im_track_run_t *run = NULL;
-  if (im_track_run_get(s, run_id, &run) != IM_OK) return NULL;
+  if (im__sweep_st_run_get(s, run_id, &run) != IM_OK) return NULL;
   char *uri = im_path_join(run->artifact_uri, sub), *dir = NULL;
   im_track_uri_t *u = NULL;
   if (uri && im_track_uri_parse(uri, &u) == IM_OK && u->location && u->is_local) dir = im_strdup(u->location);
@@ -114,15 +122,53 @@ static char *artifact_dir(im_track_store_t *s, const char *run_id, const char *s
   return dir;
 }
 
+/* For a server: a fresh local directory the plots are drawn in before the upload. */
+static char *temp_dir(void) {
+  const char *t = getenv("TMPDIR");
+  char *tmpl = im_path_join(t && *t ? t : "/tmp", "imops-sweep-XXXXXX");
+  if (tmpl && !mkdtemp(tmpl)) {
+    im_error(IM_ERR_IO, "cannot create a temporary directory: %s", strerror(errno));
+    im_free(tmpl);
+    return NULL;
+  }
+  return tmpl;
+}
+
+/* Uploads the drawn plots to the parent run, removes the local copies and
+ * replaces *dir by the plots' artifact URI. */
+static im_status_t upload_plots(im_sweep_state_t *s, const char *parent, char **dir) {
+  im_status_t st = im_track_client_log_artifacts(s->tc, parent, *dir, "plots");
+  static const char *const files[] = {"sweep_metric.svg", "parallel_coordinates.svg"};
+  for (size_t i = 0; i < 2; i++) {
+    char *p = im_path_join(*dir, files[i]);
+    if (p) unlink(p);
+    im_free(p);
+  }
+  rmdir(*dir);
+  im_free(*dir);
+  *dir = NULL;
+  im_track_run_t *run = NULL;
+  if (st == IM_OK && (st = im__sweep_st_run_get(s, parent, &run)) == IM_OK &&
+      !(*dir = im_path_join(run->artifact_uri, "plots")))
+    st = im_error(IM_ERR_NOMEM, "out of memory");
+  im_track_run_free(run);
+  return st;
+}
+
 im_status_t im_sweep_finalize(im_track_store_t *s, const char *sweep_id, char **plots_dir) {
+  im_sweep_state_t w = im__sweep_state_of(s);
+  return im_sweep_state_finalize(&w, sweep_id, plots_dir);
+}
+
+im_status_t im_sweep_state_finalize(im_sweep_state_t *s, const char *sweep_id, char **plots_dir) {
   if (plots_dir) *plots_dir = NULL;
   im_sweep_summary_t *r = NULL;
-  im_status_t st = im_sweep_summary(s, sweep_id, &r);
+  im_status_t st = im_sweep_state_summary(s, sweep_id, &r);
   if (st) return st;
   const im_sweep_config_t *c = r->info->config;
   const char *parent = r->info->parent_run_id;
   size_t d = c->n_params ? c->n_params : 1;
-  char *dir = parent ? artifact_dir(s, parent, "plots") : NULL;
+  char *dir = !parent ? NULL : s->tc ? temp_dir() : artifact_dir(s, parent, "plots");
   if (!dir) st = parent ? IM_ERR_UNSUPPORTED : im_error(IM_ERR_STATE, "sweep %s has no parent run", sweep_id);
   if (st == IM_OK) st = im_mkdir_p(dir);
   /* the plots: trials with a value, in trial order */
@@ -139,14 +185,15 @@ im_status_t im_sweep_finalize(im_track_store_t *s, const char *sweep_id, char **
   if (st == IM_OK) st = im_sweep_plot_metric(p1, c, nums, ys, m);
   if (st == IM_OK) st = im_sweep_plot_parallel(p2, c, xs, ys, m);
   im_free(p1), im_free(p2), im_free(nums), im_free(ys), im_free(xs);
+  if (st == IM_OK && s->tc) st = upload_plots(s, parent, &dir);
   if (st == IM_OK && r->best >= 0) {
     char key[300], val[64];
     snprintf(key, sizeof key, "best_%s", c->metric_name ? c->metric_name : "metric");
-    st = im_track_log_metric(s, parent, key, r->values[r->best], im_time_wall_ms(), r->numbers[r->best]);
+    st = im__sweep_st_log_metric(s, parent, key, r->values[r->best], r->numbers[r->best]);
     snprintf(val, sizeof val, "%lld", (long long)r->numbers[r->best]);
-    if (st == IM_OK) st = im_track_run_set_tag(s, parent, "imops.sweep_best_trial", val);
-    if (st == IM_OK && r->run_ids[r->best]) st = im_track_run_set_tag(s, parent, "imops.sweep_best_run", r->run_ids[r->best]);
-    if (st == IM_OK) st = im_track_run_set_tag(s, parent, "imops.sweep_best_params", r->params[r->best]);
+    if (st == IM_OK) st = im__sweep_st_set_tag(s, parent, "imops.sweep_best_trial", val);
+    if (st == IM_OK && r->run_ids[r->best]) st = im__sweep_st_set_tag(s, parent, "imops.sweep_best_run", r->run_ids[r->best]);
+    if (st == IM_OK) st = im__sweep_st_set_tag(s, parent, "imops.sweep_best_params", r->params[r->best]);
   }
   /* done? nothing running and no more trials to come */
   if (st == IM_OK && r->n_running == 0) {
@@ -155,9 +202,8 @@ im_status_t im_sweep_finalize(im_track_store_t *s, const char *sweep_id, char **
     int over = (r->info->max_trials > 0 && r->n >= r->info->max_trials) || (grid >= 0 && r->n >= grid) ||
                !strcmp(r->info->state, "FINISHED");
     if (over) {
-      st = im_track_sweep_set_state(s, sweep_id, "FINISHED");
-      im_track_run_update_t up = {.status = IM_TRACK_RUN_FINISHED, .end_time = im_time_wall_ms()};
-      if (st == IM_OK) st = im_track_run_update(s, parent, &up, NULL);
+      st = im__sweep_st_set_state(s, sweep_id, "FINISHED");
+      if (st == IM_OK) st = im__sweep_st_run_finish(s, parent);
     }
   }
   if (st == IM_OK && plots_dir) *plots_dir = dir, dir = NULL;

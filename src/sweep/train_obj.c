@@ -3,8 +3,9 @@
  * sweep's parent run, the metric reported every epoch so that hyperband can
  * stop the trial after an epoch. Agents in several processes share the data
  * directory, whose preprocessing state (DATA/.imops/dataset.json) is for one
- * image size at a time: a lock file in the workspace serializes each trial's
- * data preparation until its first training batch. */
+ * image size at a time: a lock file there (DATA/.imops/sweep-data.lock)
+ * serializes each trial's data preparation until its first training batch.
+ * With a tracking server the trial's run goes there through the REST client. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -195,7 +196,11 @@ im_status_t im_sweep_train_objective(void *user, im_sweep_trial_t *t, double *va
   if (so && so->device) o.device = so->device;
   if (so && so->threads > 0) o.threads = so->threads;
   o.progress = on_progress;
-  char *lock = im_path_join(im__sweep_trial_home(t), "sweep-data.lock");
+  /* the lock sits with the data (agents of one machine may use separate
+   * workspaces, or a tracking server, yet share the data directory) */
+  char *meta = im_path_join(w->data_dir, ".imops");
+  char *lock = meta && (im_is_dir(meta) || im_mkdir_p(meta) == IM_OK) ? im_path_join(meta, "sweep-data.lock") : NULL;
+  im_free(meta);
   if (lock && (x.lock_fd = open(lock, O_CREAT | O_RDWR | O_CLOEXEC, 0644)) >= 0) {
     int rc = -1;
     for (int i = 0; i < 1000 && (rc = flock(x.lock_fd, LOCK_EX)) != 0 && errno == EINTR; i++) {

@@ -41,7 +41,8 @@ im_status_t im__trk_rest_open(im_track_client_t *c, const char *uri) {
 
 /* Calls an MLflow endpoint ("runs/create"); a non-200 answer becomes an
  * error carrying MLflow's error_code and message (404 -> IM_ERR_NOT_FOUND). */
-static im_status_t call(im_track_client_t *c, const char *method, const char *endpoint, json_t *req, json_t **out) {
+static im_status_t call_api(im_track_client_t *c, const char *method, const char *prefix, const char *endpoint,
+                            json_t *req, json_t **out) {
   if (out) *out = NULL;
   size_t n = strlen(c->base) + strlen(endpoint) + 32;
   char *url = im_malloc(n);
@@ -49,15 +50,16 @@ static im_status_t call(im_track_client_t *c, const char *method, const char *en
     json_decref(req);
     return im_error(IM_ERR_NOMEM, "out of memory");
   }
-  snprintf(url, n, "%s/api/2.0/mlflow/%s", c->base, endpoint);
+  snprintf(url, n, "%s/api/2.0/%s%s", c->base, prefix, endpoint);
   json_t *ans = NULL;
   long status = 0;
-  im_status_t st = req ? im_http_client_json(c->http, method, url, req, &ans, &status)
-                       : im_error(IM_ERR_NOMEM, "out of memory");
+  im_status_t st = req || !strcmp(method, "GET") ? im_http_client_json(c->http, method, url, req, &ans, &status)
+                                                  : im_error(IM_ERR_NOMEM, "out of memory");
   if (!st && status != 200) {
     const char *code = json_string_value(json_object_get(ans, "error_code"));
     const char *msg = json_string_value(json_object_get(ans, "message"));
     im_status_t s2 = status == 404 ? IM_ERR_NOT_FOUND
+                     : status == 409 ? IM_ERR_STATE
                      : code && !strcmp(code, "RESOURCE_ALREADY_EXISTS") ? IM_ERR_EXISTS
                      : status == 400 ? IM_ERR_ARG
                                      : IM_ERR_IO;
@@ -74,6 +76,20 @@ static im_status_t call(im_track_client_t *c, const char *method, const char *en
   json_decref(req);
   im_free(url);
   return st;
+}
+
+static im_status_t call(im_track_client_t *c, const char *method, const char *endpoint, json_t *req, json_t **out) {
+  return call_api(c, method, "mlflow/", endpoint, req, out);
+}
+
+im_status_t im_track_client_call(im_track_client_t *c, const char *method, const char *path, json_t *req,
+                                 json_t **out) {
+  if (out) *out = NULL;
+  if (!c->base) {
+    json_decref(req);
+    return im_error(IM_ERR_UNSUPPORTED, "%s is not a tracking server", c->where ? c->where : "this store");
+  }
+  return call_api(c, method, "", path, req, out);
 }
 
 /* ---- JSON to entities ------------------------------------------------------------------- */

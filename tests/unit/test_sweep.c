@@ -1,7 +1,7 @@
 /* Sweeps: distributions (bounds and shape with fixed seeds), grid order,
  * determinism, hyperband bands and Li et al.'s schedule, config errors with
  * positions, TPE against random on a test function, and four agents sharing
- * one sweep in the store without double claims. */
+ * one sweep without double claims, in the store and through a tracking server. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "imops/http.h"
+#include "imops/server.h"
 #include "imops/sweep.h"
 #include "imops/track_sweep.h"
 #include "testutil.h"
@@ -366,18 +368,12 @@ static void *agent_thread(void *arg) {
   return st ? (void *)1 : NULL;
 }
 
-static void test_agents_concurrent(void **state) {
-  (void)state;
-  const char *home = tu_tmpdir();
-  g_home = home;
-  im_track_store_t *s = NULL;
-  assert_int_equal(im_track_open(home, &s), IM_OK);
-  im_sweep_config_t *c = parse("method: bayes\nmetric: {name: f}\nparameters:\n  a: {min: 0.0, max: 1.0}\n"
-                               "  b: {values: [p, q]}\nearly_terminate: {type: hyperband, min_iter: 1, eta: 2}\n");
-  char *id = NULL;
-  im_sweep_create_opts_t co = {.experiment = "sweeps", .seed = 7, .max_trials = 13};
-  assert_int_equal(im_sweep_create(s, c, &co, &id), IM_OK);
-  g_sweep = id;
+#define AGENTS_SWEEP                                                                                    \
+  "method: bayes\nmetric: {name: f}\nparameters:\n  a: {min: 0.0, max: 1.0}\n  b: {values: [p, q]}\n" \
+  "early_terminate: {type: hyperband, min_iter: 1, eta: 2}\n"
+
+/* Four agent threads on g_sweep at g_home; the trials they ran in all. */
+static int64_t four_agents(void) {
   pthread_t th[4];
   int64_t ran[4] = {0};
   for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&th[i], NULL, agent_thread, &ran[i]), 0);
@@ -386,7 +382,21 @@ static void test_agents_concurrent(void **state) {
     pthread_join(th[i], &r);
     assert_null(r);
   }
-  assert_int_equal(ran[0] + ran[1] + ran[2] + ran[3], 13);
+  return ran[0] + ran[1] + ran[2] + ran[3];
+}
+
+static void test_agents_concurrent(void **state) {
+  (void)state;
+  const char *home = tu_tmpdir();
+  g_home = home;
+  im_track_store_t *s = NULL;
+  assert_int_equal(im_track_open(home, &s), IM_OK);
+  im_sweep_config_t *c = parse(AGENTS_SWEEP);
+  char *id = NULL;
+  im_sweep_create_opts_t co = {.experiment = "sweeps", .seed = 7, .max_trials = 13};
+  assert_int_equal(im_sweep_create(s, c, &co, &id), IM_OK);
+  g_sweep = id;
+  assert_int_equal(four_agents(), 13);
   im_track_sweep_trial_t *tr = NULL;
   int64_t n = 0;
   assert_int_equal(im_track_sweep_trials(s, id, &tr, &n), IM_OK);
@@ -449,6 +459,103 @@ static void test_agents_concurrent(void **state) {
   im_track_close(s);
 }
 
+/* Sweeps shared through a tracking server: an in-process `imops server` on a
+ * loopback ephemeral port, four agents (threads, each with its own REST
+ * clients, as on four machines) against /api/2.0/imops/sweeps: exactly
+ * max_trials trials, each claimed by one agent; hyperband's verdict from the
+ * server's report endpoint; the summary through the same state interface. */
+static void test_agents_through_server(void **state) {
+  (void)state;
+  im_server_opts_t so = {.host = "127.0.0.1", .port = 0, .workspace = tu_path(tu_tmpdir(), "srv"), .threads = 4};
+  im_server_t *srv = NULL;
+  assert_int_equal(im_server_new(&so, &srv), IM_OK);
+  assert_int_equal(im_server_start(srv), IM_OK);
+  char uri[64];
+  snprintf(uri, sizeof uri, "http://127.0.0.1:%d", im_server_port(srv));
+  g_home = uri; /* the agents (agent_thread) go through the server */
+
+  im_sweep_config_t *c = parse(AGENTS_SWEEP);
+  im_sweep_state_t *ss = NULL;
+  assert_int_equal(im_sweep_state_open(uri, &ss), IM_OK);
+  assert_true(im_sweep_state_is_remote(ss));
+  char *id = NULL;
+  im_sweep_create_opts_t co = {.experiment = "sweeps", .seed = 5, .max_trials = 9};
+  assert_int_equal(im_sweep_state_create(ss, c, &co, &id), IM_OK);
+  g_sweep = id;
+
+  assert_int_equal(four_agents(), 9);
+
+  im_track_sweep_trial_t *tr = NULL;
+  int64_t n = 0;
+  assert_int_equal(im_sweep_state_trials(ss, id, &tr, &n), IM_OK);
+  assert_int_equal(n, 9);
+  for (int64_t i = 0; i < n; i++) {
+    assert_int_equal(tr[i].trial, i + 1);
+    assert_true(!strcmp(tr[i].state, "FINISHED") || !strcmp(tr[i].state, "PRUNED"));
+    assert_true(isfinite(tr[i].objective));
+    assert_non_null(tr[i].agent_id);
+  }
+  im_track_sweep_trials_free(tr, n);
+
+  im_sweep_summary_t *sum = NULL;
+  assert_int_equal(im_sweep_state_summary(ss, id, &sum), IM_OK);
+  assert_int_equal(sum->n, 9);
+  assert_true(sum->best >= 0);
+  assert_non_null(sum->info->parent_run_id);
+  im_sweep_summary_free(sum);
+  /* the same sweep as the server's own store sees it */
+  im_track_store_t *s = NULL;
+  assert_int_equal(im_track_open(im_server_workspace(srv), &s), IM_OK);
+  assert_int_equal(im_track_sweep_trials(s, id, &tr, &n), IM_OK);
+  assert_int_equal(n, 9);
+  im_track_sweep_trials_free(tr, n);
+  im_track_close(s);
+  /* hyperband through the report endpoint: three trials at band 1, the worst is pruned */
+  char *id3 = NULL;
+  co.max_trials = 3;
+  assert_int_equal(im_sweep_state_create(ss, c, &co, &id3), IM_OK);
+  im_http_client_t *hc = NULL;
+  assert_int_equal(im_http_client_new(NULL, &hc), IM_OK);
+  char url[128];
+  const double vals[3] = {0.1, 0.2, 5.0};
+  const char *agents[3] = {"a1", "a2", "a3"};
+  for (int i = 0; i < 3; i++) {
+    json_t *ans = NULL;
+    long status = 0;
+    snprintf(url, sizeof url, "%s/api/2.0/imops/sweeps/claim", uri);
+    json_t *req = json_pack("{s:s,s:s}", "sweep_id", id3, "agent_id", agents[i]);
+    assert_int_equal(im_http_client_json(hc, "POST", url, req, &ans, &status), IM_OK);
+    json_decref(req);
+    assert_int_equal(status, 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(ans, "trial"), "trial")), i + 1);
+    json_decref(ans);
+  }
+  for (int i = 0; i < 3; i++) {
+    json_t *ans = NULL;
+    long status = 0;
+    snprintf(url, sizeof url, "%s/api/2.0/imops/sweeps/report", uri);
+    json_t *req = json_pack("{s:s,s:i,s:s,s:i,s:f}", "sweep_id", id3, "trial", i + 1, "agent_id", agents[i], "step", 1,
+                            "value", vals[i]);
+    assert_int_equal(im_http_client_json(hc, "POST", url, req, &ans, &status), IM_OK);
+    json_decref(req);
+    assert_int_equal(status, 200);
+    assert_int_equal(json_is_true(json_object_get(ans, "prune")), i == 2);
+    json_decref(ans);
+  }
+  im_http_client_free(hc);
+  im_free(id3);
+  /* an unknown sweep is IM_ERR_NOT_FOUND through the server too */
+  im_sweep_info_t *w = NULL;
+  assert_int_equal(im_sweep_state_info(ss, "deadbeef", &w), IM_ERR_NOT_FOUND);
+
+  im_sweep_state_close(ss);
+  im_sweep_config_free(c);
+  im_free(id);
+  assert_int_equal(im_server_stop(srv, 10.0), IM_OK);
+  im_server_free(srv);
+  g_home = NULL, g_sweep = NULL;
+}
+
 static void test_katib_and_importance(void **state) {
   (void)state;
   im_sweep_config_t *c = parse("name: Seed Sweep\nmethod: random\nmetric: {name: val_loss, goal: minimize}\n"
@@ -497,7 +604,8 @@ int main(void) {
       cmocka_unit_test(test_nested),         cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_hyperband),      cmocka_unit_test(test_gp_beats_random),
       cmocka_unit_test(test_tpe_beats_random),
-      cmocka_unit_test(test_agents_concurrent), cmocka_unit_test(test_katib_and_importance),
+      cmocka_unit_test(test_agents_concurrent), cmocka_unit_test(test_agents_through_server),
+      cmocka_unit_test(test_katib_and_importance),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
