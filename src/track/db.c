@@ -290,6 +290,10 @@ char *im__trk_col_dup0(sqlite3_stmt *st, int col, int *oom) {
   return p;
 }
 
+int64_t im__trk_col_time(sqlite3_stmt *st, int col) {
+  return sqlite3_column_type(st, col) == SQLITE_NULL ? IM_TRACK_NO_TIME : sqlite3_column_int64(st, col);
+}
+
 void im__trk_tags_free(im_track_tag_t *t, int n) {
   if (!t) return;
   for (int i = 0; i < n; i++) {

@@ -41,9 +41,6 @@ static const char q_steps[] =
     "SELECT step_name, status, run_uuid, attempt, cache_key, inputs, outputs, message, start_time, end_time"
     " FROM pipeline_steps WHERE pipeline_run_id = ? ORDER BY rowid";
 
-static int64_t col_time(sqlite3_stmt *st, int col) {
-  return sqlite3_column_type(st, col) == SQLITE_NULL ? IM_TRACK_NO_TIME : sqlite3_column_int64(st, col);
-}
 
 static int valid_status(const char *s, int step) {
   static const char *const all[] = {"PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "SKIPPED", "CACHED"};
@@ -168,8 +165,8 @@ static int fill_run(sqlite3_stmt *st, im_track_pipeline_run_t *r) {
   r->experiment_id = im__trk_col_dup(st, 5, &oom);
   r->run_uuid = im__trk_col_dup(st, 6, &oom);
   r->creation_time = sqlite3_column_int64(st, 7);
-  r->start_time = col_time(st, 8);
-  r->end_time = col_time(st, 9);
+  r->start_time = im__trk_col_time(st, 8);
+  r->end_time = im__trk_col_time(st, 9);
   return oom;
 }
 
@@ -196,8 +193,8 @@ static im_status_t load_steps(im_track_store_t *s, im_track_pipeline_run_t *r) {
     p->inputs = im__trk_col_dup0(st, 5, &oom);
     p->outputs = im__trk_col_dup0(st, 6, &oom);
     p->message = im__trk_col_dup0(st, 7, &oom);
-    p->start_time = col_time(st, 8);
-    p->end_time = col_time(st, 9);
+    p->start_time = im__trk_col_time(st, 8);
+    p->end_time = im__trk_col_time(st, 9);
   }
   im__trk_reset(st);
   return rc ? rc : oom ? IM__TRK_NOMEM(s) : IM_OK;

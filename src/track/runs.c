@@ -181,7 +181,7 @@ static im_status_t load_info(im_track_store_t *s, sqlite3_stmt *st, im_track_run
   const char *status = (const char *)sqlite3_column_text(st, 5);
   run->status = (im_track_run_status_t)im_track_run_status_parse(status);
   run->start_time = sqlite3_column_int64(st, 6);
-  run->end_time = sqlite3_column_type(st, 7) == SQLITE_NULL ? IM_TRACK_NO_TIME : sqlite3_column_int64(st, 7);
+  run->end_time = im__trk_col_time(st, 7);
   run->artifact_uri = im__trk_col_dup0(st, 8, &oom);
   run->lifecycle_stage = im__trk_col_dup0(st, 9, &oom);
   if (oom || !run->experiment_id) return IM__TRK_NOMEM(s);

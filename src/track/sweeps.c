@@ -86,9 +86,6 @@ void im_track_sweep_trials_free(im_track_sweep_trial_t *items, int64_t n) {
   im_free(items);
 }
 
-static int64_t col_time(sqlite3_stmt *st, int c) {
-  return sqlite3_column_type(st, c) == SQLITE_NULL ? IM_TRACK_NO_TIME : sqlite3_column_int64(st, c);
-}
 
 static int fill_sweep(sqlite3_stmt *st, im_track_sweep_t *w) {
   int oom = 0;
@@ -113,9 +110,9 @@ static int fill_trial(sqlite3_stmt *st, im_track_sweep_trial_t *t) {
   t->state = im__trk_col_dup0(st, 2, &oom);
   t->agent_id = im__trk_col_dup(st, 3, &oom);
   t->run_id = im__trk_col_dup(st, 4, &oom);
-  t->claimed_time = col_time(st, 5);
-  t->heartbeat_time = col_time(st, 6);
-  t->finished_time = col_time(st, 7);
+  t->claimed_time = im__trk_col_time(st, 5);
+  t->heartbeat_time = im__trk_col_time(st, 6);
+  t->finished_time = im__trk_col_time(st, 7);
   t->objective = sqlite3_column_type(st, 8) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 8);
   return oom;
 }

@@ -74,6 +74,8 @@ im_status_t im__trk_query_str(im_track_store_t *s, const char *sql, int *found, 
 char *im__trk_col_dup(sqlite3_stmt *st, int col, int *oom);
 /** As im__trk_col_dup but "" for SQL NULL. */
 char *im__trk_col_dup0(sqlite3_stmt *st, int col, int *oom);
+/** An integer time column: IM_TRACK_NO_TIME for SQL NULL. */
+int64_t im__trk_col_time(sqlite3_stmt *st, int col);
 
 /* ---- helpers ---------------------------------------------------------------------- */
 int64_t im__trk_now(void);
