@@ -6,7 +6,7 @@
  *
  *   bench_train --model NAME [--img 112] [--channels 3] [--classes 2] [--batch 64]
  *               [--steps 5] [--reps 5] [--warmup 2] [--infer-reps 5] [--lat-reps 30]
- *               [--sgemm N]
+ *               [--sgemm N] [--profile 1]
  *   bench_train --sgemm N            (only the GEMM peak)
  *
  * Prints one JSON object: train_ips (median), train_ips_min/max, infer_ips,
@@ -14,6 +14,11 @@
  * the training timing: plan, optimizer, oneDNN caches and all), peak_rss_kb
  * (at the end) and, with --sgemm N, dnnl_sgemm's GFLOP/s on N x N x N (median
  * of 7 after 2 warm-ups): the machine's fp32 GEMM peak as oneDNN reaches it.
+ * --profile 1 times the cpu backend's plan steps during the timed training
+ * steps and adds step_s (wall time of those steps), plan_s (time in oneDNN
+ * plan steps: convolutions, layout reorders, ...) and reorder_s (the reorders
+ * alone); the rest of step_s is imops' own loops (batch norm, ReLU, pooling,
+ * optimizer). Timing every step costs a little speed: leave it off for the table.
  * Threads: IMOPS_NUM_THREADS / OMP_NUM_THREADS as set by the caller. */
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
@@ -24,6 +29,10 @@
 #include "imops/core.h"
 #include "imops/nn.h"
 #include "imops/tensor.h"
+
+/* The cpu backend's step timer (src/backend/cpu/cpu.h; declared here so that the bench
+ * does not see the backend's internal headers). */
+void im__cpu_profile(im_backend_t *b, int on, double *reorder_s, double *total_s);
 
 static int cmp_double(const void *a, const void *b) {
   const double x = *(const double *)a, y = *(const double *)b;
@@ -87,7 +96,7 @@ static double sgemm_peak(int n) {
 int main(int argc, char **argv) {
   const char *model = NULL;
   int img = 112, ch = 3, classes = 2, batch = 64, steps = 5, reps = 5, warmup = 2, infer_reps = 5, lat_reps = 30;
-  int sgemm = 0;
+  int sgemm = 0, profile = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (i + 1 >= argc) {
@@ -106,6 +115,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--infer-reps")) infer_reps = atoi(v);
     else if (!strcmp(a, "--lat-reps")) lat_reps = atoi(v);
     else if (!strcmp(a, "--sgemm")) sgemm = atoi(v);
+    else if (!strcmp(a, "--profile")) profile = atoi(v);
     else {
       fprintf(stderr, "bench_train: unknown option %s\n", a);
       return 2;
@@ -145,7 +155,9 @@ int main(int argc, char **argv) {
   for (int i = 0; i < batch; i++) labels[i] = (int32_t)im_rng_below(&r, (uint32_t)classes);
 
   double *ips = malloc(sizeof *ips * (size_t)(reps + infer_reps + lat_reps));
+  double step_s = 0, plan_s = 0, reorder_s = 0;
   for (int rep = -warmup; rep < reps; rep++) {
+    if (profile && rep == 0) im__cpu_profile(be, 1, NULL, NULL);
     double t0 = im_time_now();
     for (int s = 0; s < (rep < 0 ? 1 : steps); s++) {
       float loss;
@@ -155,7 +167,9 @@ int main(int argc, char **argv) {
         die("training step");
     }
     if (rep >= 0) ips[rep] = (double)batch * steps / (im_time_now() - t0);
+    if (rep >= 0) step_s += (double)batch * steps / ips[rep];
   }
+  if (profile) im__cpu_profile(be, 0, &reorder_s, &plan_s);
   double train_med = median(ips, reps), train_min = ips[0], train_max = ips[reps - 1];
   size_t plan_bytes = im_nn_plan_bytes(m);
   long hwm_train = proc_status_kb("VmHWM");
@@ -192,6 +206,7 @@ int main(int argc, char **argv) {
          model, img, ch, batch, im_num_threads(), train_med, train_min, train_max, infer_med, lat_med, hwm_train,
          proc_status_kb("VmHWM"), nparams, plan_bytes);
   if (sgemm > 0) printf(", \"sgemm_n\": %d, \"sgemm_gflops\": %.1f", sgemm, gemm);
+  if (profile) printf(", \"step_s\": %.4f, \"plan_s\": %.4f, \"reorder_s\": %.4f", step_s, plan_s, reorder_s);
   printf("}\n");
   free(ips);
   free(labels);

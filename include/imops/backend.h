@@ -22,6 +22,15 @@
  * - Shapes and dtypes are checked before any kernel runs; a mismatch returns
  *   IM_ERR_ARG with both shapes in im_last_error() and touches nothing.
  * - Calls on one handle are not thread-safe; kernels may use threads inside.
+ * - Blocked layout (IM_LAYOUT_NCHW16C, tensor.h): on a backend where
+ *   im_backend_blocked_ok answers 1, these ops also take 4-D activations in it:
+ *   conv2d_* (x, y, dx, dy, each in its own layout), batchnorm_* (x, y, dx, dy
+ *   in one layout), relu_*, add, add_backward and fill (all tensors in one
+ *   layout), maxpool2d_* (x, y, indices, dy, dx in one layout; the indices keep
+ *   their meaning, h * W + w within the plane), global_avgpool_* (x or dx
+ *   blocked, the [N,C] side plain). Every other op, and every weight and
+ *   per-channel tensor, is plain; anything else is IM_ERR_ARG. Results equal
+ *   the plain ones up to float rounding of reductions.
  */
 #ifndef IMOPS_BACKEND_H
 #define IMOPS_BACKEND_H
@@ -98,6 +107,10 @@ void im_backend_free(im_backend_t *b);
 const char *im_backend_name(const im_backend_t *b);
 /** 1 if op can run on b (natively or through the reference fallback). */
 int im_backend_supports(const im_backend_t *b, im_op_t op);
+/** 1 if b's kernels take blocked-layout activations (see the conventions above). */
+int im_backend_blocked_ok(const im_backend_t *b);
+/** Copies x into y, the same shape in another layout (either may be plain or blocked). */
+im_status_t im_op_relayout(im_backend_t *b, const im_tensor_t *x, im_tensor_t *y);
 /** Waits for queued work (a no-op for CPU backends). */
 im_status_t im_backend_sync(im_backend_t *b);
 

@@ -55,12 +55,23 @@ const char *im_dtype_name(im_dtype_t dt);
 /** Byte alignment of every buffer this module allocates (owned tensors, arenas). */
 #define IM_TENSOR_ALIGN 64
 
+/** How a tensor's elements are laid out in memory. The shape is always the
+ * logical one ([N,C,H,W] for images); only the order of the elements differs. */
+typedef enum {
+  IM_LAYOUT_PLAIN = 0,   /* dense row-major in the order of the shape (NCHW for images) */
+  IM_LAYOUT_NCHW16C = 1, /* a 4-D F32 [N,C,H,W] with C a multiple of 16, stored as [N][C/16][H][W][16]
+                          * (the blocked layout of oneDNN's fastest CPU kernels; same byte size).
+                          * Only backends that say so take it (im_backend_blocked_ok), and only in
+                          * the ops whose documentation in backend.h says so. */
+} im_layout_t;
+
 typedef struct {
   im_dtype_t dtype;
   int ndim;                           /* 0..IM_TENSOR_MAX_DIMS; 0 is a scalar (one element) */
   int64_t shape[IM_TENSOR_MAX_DIMS];  /* sizes, >= 0; entries past ndim are 0 */
-  void *data;                         /* dense row-major; NULL only when empty or measured */
+  void *data;                         /* dense, in the order layout says; NULL only when empty or measured */
   void *owned;                        /* the allocation to free when owned, else NULL */
+  im_layout_t layout;                 /* IM_LAYOUT_PLAIN unless set after creation */
 } im_tensor_t;
 
 /** Element count (product of the shape; 1 for ndim 0, 0 when any size is 0).
@@ -80,14 +91,14 @@ im_status_t im_tensor_check_shape(im_dtype_t dt, int ndim, const int64_t *shape)
 IM_NODISCARD im_status_t im_tensor_alloc(im_tensor_t *t, im_dtype_t dt, int ndim, const int64_t *shape);
 /** Makes *t a view of caller-owned data (no copy, nothing to free). */
 im_status_t im_tensor_view(im_tensor_t *t, im_dtype_t dt, int ndim, const int64_t *shape, void *data);
-/** A view of src's data with another shape of the same element count. */
+/** A view of src's data with another shape of the same element count (src must be plain). */
 im_status_t im_tensor_reshape(const im_tensor_t *src, int ndim, const int64_t *shape, im_tensor_t *view);
 /** Frees owned data and clears *t. A view is only cleared. NULL is a no-op. */
 void im_tensor_free(im_tensor_t *t);
 
 /** 1 if a and b have the same dtype and shape. */
 int im_tensor_same_shape(const im_tensor_t *a, const im_tensor_t *b);
-/** Copies src's elements into dst (same dtype and numel; shapes may differ). */
+/** Copies src's elements into dst (same dtype, numel and layout; shapes may differ when plain). */
 im_status_t im_tensor_copy(im_tensor_t *dst, const im_tensor_t *src);
 /** Sets every element to zero. */
 void im_tensor_zero(im_tensor_t *t);

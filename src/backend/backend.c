@@ -144,11 +144,16 @@ static void fmt_shape(char *buf, size_t n, im_dtype_t dt, int ndim, const int64_
   if (at < n) snprintf(buf + at, n - at, "]");
 }
 
-/* t is a well-formed tensor with data (when it has elements). */
+/* t is a well-formed tensor with data (when it has elements); a blocked one is 4-D, F32 or I32,
+ * with a multiple of 16 channels. */
 static im_status_t chk_valid(const char *op, const char *what, const im_tensor_t *t) {
   if (!t) return im_error(IM_ERR_ARG, "%s: %s is missing", op, what);
   if (t->ndim < 0 || t->ndim > IM_TENSOR_MAX_DIMS || im_tensor_check_shape(t->dtype, t->ndim, t->shape) != IM_OK)
     return im_error(IM_ERR_ARG, "%s: %s is not a valid tensor", op, what);
+  if (t->layout != IM_LAYOUT_PLAIN &&
+      (t->layout != IM_LAYOUT_NCHW16C || t->ndim != 4 || t->shape[1] % 16 || (t->dtype != IM_F32 && t->dtype != IM_I32)))
+    return im_error(IM_ERR_ARG, "%s: %s has layout %d, which needs a 4-D F32 or I32 tensor with a multiple of 16 channels",
+                    op, what, (int)t->layout);
   if (!t->data && im_tensor_numel(t) > 0) return im_error(IM_ERR_ARG, "%s: %s has no data", op, what);
   return IM_OK;
 }
@@ -197,6 +202,38 @@ static im_status_t chk_alias(const char *op, const char *o, const im_tensor_t *o
   return im_error(IM_ERR_ARG, "%s: %s overlaps %s", op, o, i);
 }
 
+/* ---- layouts ------------------------------------------------------------------------------ */
+
+int im_backend_blocked_ok(const im_backend_t *b) { return b && (b->iface->flags & IM_BACKEND_F_BLOCKED) != 0; }
+
+/* The tensors ts[0..n) (NULL skipped) share one layout; *blocked says whether it is the blocked
+ * one, which b must take. */
+static im_status_t one_layout(const char *op, const im_backend_t *b, int n, const im_tensor_t *const *ts,
+                              int *blocked) {
+  *blocked = 0;
+  int first = -1;
+  for (int i = 0; i < n; i++) {
+    if (!ts[i]) continue;
+    if (first < 0) first = (int)ts[i]->layout;
+    else if ((int)ts[i]->layout != first) return im_error(IM_ERR_ARG, "%s: the tensors' layouts differ", op);
+  }
+  *blocked = first == IM_LAYOUT_NCHW16C;
+  if (*blocked && !im_backend_blocked_ok(b))
+    return im_error(IM_ERR_ARG, "%s: the %s backend does not take blocked-layout tensors", op, b->iface->name);
+  return IM_OK;
+}
+
+/* The tensors ts[0..n) (NULL skipped) are plain. */
+static im_status_t all_plain(const char *op, int n, const im_tensor_t *const *ts) {
+  for (int i = 0; i < n; i++)
+    if (ts[i] && ts[i]->layout != IM_LAYOUT_PLAIN)
+      return im_error(IM_ERR_ARG, "%s: takes plain-layout tensors only", op);
+  return IM_OK;
+}
+#define PLAIN(op, ...) \
+  TRY(all_plain(op, (int)(sizeof((const im_tensor_t *[]){__VA_ARGS__}) / sizeof(const im_tensor_t *)), \
+                (const im_tensor_t *[]){__VA_ARGS__}))
+
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
 /* Calls the backend's member, or the reference kernel when the member is
@@ -210,6 +247,20 @@ static im_status_t chk_alias(const char *op, const char *o, const im_tensor_t *o
     if (st_ == IM_ERR_UNSUPPORTED && !b->iface->member)                                                         \
       return im_error(st_, "%s is not supported by the %s backend", opname, b->iface->name);                    \
     return st_;                                                                                                 \
+  } while (0)
+
+/* DISPATCH, except that a call with blocked tensors (blk) never falls back to the reference
+ * kernels, which take plain tensors only. */
+#define DISPATCH_L(blk, member, opname, ...)                                                                 \
+  do {                                                                                                       \
+    if (blk) {                                                                                               \
+      im_status_t st_ = b->iface->member ? b->iface->member(b, __VA_ARGS__) : IM_ERR_UNSUPPORTED;            \
+      if (st_ == IM_ERR_UNSUPPORTED)                                                                         \
+        return im_error(st_, "%s: the %s backend has no blocked-layout kernel for this call", opname,       \
+                        b->iface->name);                                                                     \
+      return st_;                                                                                            \
+    }                                                                                                        \
+    DISPATCH(member, opname, __VA_ARGS__);                                                                   \
   } while (0)
 
 #define NEED_B(opname) \
@@ -287,6 +338,19 @@ static im_status_t conv_forward_check(const char *op, const im_conv2d_params_t *
   TRY(chk_alias(op, "y", y, "x", x, 0));
   TRY(chk_alias(op, "y", y, "w", w, 0));
   TRY(chk_alias(op, "y", y, "bias", bias, 0));
+  PLAIN(op, w, bias);
+  return IM_OK;
+}
+
+/* Each of the activations ts[0..n) may be blocked, independently; 1 when any is (b must take it). */
+static im_status_t conv_layouts(const char *op, const im_backend_t *b, int n, const im_tensor_t *const *ts,
+                                int *blocked) {
+  *blocked = 0;
+  for (int i = 0; i < n; i++) {
+    int k;
+    TRY(one_layout(op, b, 1, &ts[i], &k));
+    *blocked |= k;
+  }
   return IM_OK;
 }
 
@@ -296,7 +360,9 @@ im_status_t im_op_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, c
   NEED_B(op);
   im_conv2d_params_t r;
   TRY(conv_forward_check(op, p, x, w, bias, y, &r));
-  DISPATCH(conv2d_forward, op, &r, x, w, bias, y);
+  int blk;
+  TRY(conv_layouts(op, b, 2, (const im_tensor_t *[]){x, y}, &blk));
+  DISPATCH_L(blk, conv2d_forward, op, &r, x, w, bias, y);
 }
 
 im_status_t im_op_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
@@ -306,7 +372,9 @@ im_status_t im_op_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t
   im_conv2d_params_t r;
   if (act != IM_ACT_NONE && act != IM_ACT_RELU) return im_error(IM_ERR_ARG, "%s: unknown activation %d", op, (int)act);
   TRY(conv_forward_check(op, p, x, w, bias, y, &r));
-  DISPATCH(conv2d_forward_fused, op, &r, x, w, bias, act, y);
+  int blk;
+  TRY(conv_layouts(op, b, 2, (const im_tensor_t *[]){x, y}, &blk));
+  DISPATCH_L(blk, conv2d_forward_fused, op, &r, x, w, bias, act, y);
 }
 
 im_status_t im_op_conv2d_backward_data(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *dy,
@@ -322,7 +390,10 @@ im_status_t im_op_conv2d_backward_data(im_backend_t *b, const im_conv2d_params_t
   TRY(chk(op, "dy", dy, IM_F32, 4, ys));
   TRY(chk_alias(op, "dx", dx, "dy", dy, 0));
   TRY(chk_alias(op, "dx", dx, "w", w, 0));
-  DISPATCH(conv2d_backward_data, op, &r, dy, w, dx);
+  PLAIN(op, w);
+  int blk;
+  TRY(conv_layouts(op, b, 2, (const im_tensor_t *[]){dy, dx}, &blk));
+  DISPATCH_L(blk, conv2d_backward_data, op, &r, dy, w, dx);
 }
 
 im_status_t im_op_conv2d_backward_weight(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
@@ -341,7 +412,10 @@ im_status_t im_op_conv2d_backward_weight(im_backend_t *b, const im_conv2d_params
   TRY(chk_alias(op, "dw", dw, "dy", dy, 0));
   TRY(chk_alias(op, "dbias", dbias, "dy", dy, 0));
   TRY(chk_alias(op, "dbias", dbias, "dw", dw, 0));
-  DISPATCH(conv2d_backward_weight, op, &r, x, dy, dw, dbias);
+  PLAIN(op, dw, dbias);
+  int blk;
+  TRY(conv_layouts(op, b, 2, (const im_tensor_t *[]){x, dy}, &blk));
+  DISPATCH_L(blk, conv2d_backward_weight, op, &r, x, dy, dw, dbias);
 }
 
 /* ---- batch norm ------------------------------------------------------------------------------ */
@@ -391,7 +465,11 @@ im_status_t im_op_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_pa
     for (int i = 0; i < 3; i++) TRY(chk_alias(op, out_names[o], outs[o], in_names[i], ins[i], 0));
     for (int j = 0; j < o; j++) TRY(chk_alias(op, out_names[o], outs[o], out_names[j], outs[j], 0));
   }
-  DISPATCH(batchnorm_forward_train, op, p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
+  PLAIN(op, gamma, beta, running_mean, running_var, save_mean, save_invstd);
+  int blk;
+  TRY(one_layout(op, b, 2, (const im_tensor_t *[]){x, y}, &blk));
+  DISPATCH_L(blk, batchnorm_forward_train, op, p, x, gamma, beta, running_mean, running_var, y, save_mean,
+             save_invstd);
 }
 
 im_status_t im_op_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_params_t *p, const im_tensor_t *x,
@@ -413,7 +491,10 @@ im_status_t im_op_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_par
   TRY(chk_alias(op, "y", y, "beta", beta, 0));
   TRY(chk_alias(op, "y", y, "running_mean", running_mean, 0));
   TRY(chk_alias(op, "y", y, "running_var", running_var, 0));
-  DISPATCH(batchnorm_forward_eval, op, p, x, gamma, beta, running_mean, running_var, y);
+  PLAIN(op, gamma, beta, running_mean, running_var);
+  int blk;
+  TRY(one_layout(op, b, 2, (const im_tensor_t *[]){x, y}, &blk));
+  DISPATCH_L(blk, batchnorm_forward_eval, op, p, x, gamma, beta, running_mean, running_var, y);
 }
 
 /* The backward of a normalization: x, dy alike; stats of n elements; dx like x; optional gamma/dgamma/dbeta
@@ -449,7 +530,10 @@ im_status_t im_op_batchnorm_backward(im_backend_t *b, const im_tensor_t *x, cons
   int64_t C, n;
   TRY(bn_input(op, x, &C, &n));
   TRY(norm_backward_check(op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, C, C));
-  DISPATCH(batchnorm_backward, op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  PLAIN(op, gamma, save_mean, save_invstd, dgamma, dbeta);
+  int blk;
+  TRY(one_layout(op, b, 3, (const im_tensor_t *[]){x, dy, dx}, &blk));
+  DISPATCH_L(blk, batchnorm_backward, op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
 /* ---- layer norm --------------------------------------------------------------------------------- */
@@ -484,6 +568,7 @@ im_status_t im_op_layernorm_forward(im_backend_t *b, const im_layernorm_params_t
     for (int i = 0; i < 3; i++) TRY(chk_alias(op, out_names[o], outs[o], in_names[i], ins[i], 0));
     for (int j = 0; j < o; j++) TRY(chk_alias(op, out_names[o], outs[o], out_names[j], outs[j], 0));
   }
+  PLAIN(op, x, gamma, beta, y, save_mean, save_invstd);
   DISPATCH(layernorm_forward, op, p, x, gamma, beta, y, save_mean, save_invstd);
 }
 
@@ -496,6 +581,7 @@ im_status_t im_op_layernorm_backward(im_backend_t *b, const im_tensor_t *x, cons
   int64_t C, M;
   TRY(ln_input(op, x, &C, &M));
   TRY(norm_backward_check(op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, C, M));
+  PLAIN(op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   DISPATCH(layernorm_backward, op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
@@ -523,24 +609,30 @@ static im_status_t binary_grad(const char *op, const char *an, const im_tensor_t
 im_status_t im_op_relu_forward(im_backend_t *b, const im_tensor_t *x, im_tensor_t *y) {
   NEED_B("relu_forward");
   TRY(unary("relu_forward", x, y));
+  int blk;
+  TRY(one_layout("relu_forward", b, 2, (const im_tensor_t *[]){x, y}, &blk));
   DISPATCH(relu_forward, "relu_forward", x, y);
 }
 
 im_status_t im_op_relu_backward(im_backend_t *b, const im_tensor_t *y, const im_tensor_t *dy, im_tensor_t *dx) {
   NEED_B("relu_backward");
   TRY(binary_grad("relu_backward", "y", y, dy, dx));
+  int blk;
+  TRY(one_layout("relu_backward", b, 3, (const im_tensor_t *[]){y, dy, dx}, &blk));
   DISPATCH(relu_backward, "relu_backward", y, dy, dx);
 }
 
 im_status_t im_op_gelu_forward(im_backend_t *b, const im_tensor_t *x, im_tensor_t *y) {
   NEED_B("gelu_forward");
   TRY(unary("gelu_forward", x, y));
+  PLAIN("gelu_forward", x, y);
   DISPATCH(gelu_forward, "gelu_forward", x, y);
 }
 
 im_status_t im_op_gelu_backward(im_backend_t *b, const im_tensor_t *x, const im_tensor_t *dy, im_tensor_t *dx) {
   NEED_B("gelu_backward");
   TRY(binary_grad("gelu_backward", "x", x, dy, dx));
+  PLAIN("gelu_backward", x, dy, dx);
   DISPATCH(gelu_backward, "gelu_backward", x, dy, dx);
 }
 
@@ -559,6 +651,7 @@ im_status_t im_op_dropout_forward(im_backend_t *b, float p, im_rng_t *rng, const
   TRY(chk(op, "mask", mask, IM_U8, x->ndim, x->shape));
   TRY(chk_alias(op, "mask", mask, "x", x, 0));
   TRY(chk_alias(op, "mask", mask, "y", y, 0));
+  PLAIN(op, x, y, mask);
   const uint64_t seed = im_rng_next(rng);
   DISPATCH(dropout_forward, op, p, seed, x, y, mask);
 }
@@ -571,6 +664,7 @@ im_status_t im_op_dropout_backward(im_backend_t *b, float p, const im_tensor_t *
   TRY(unary(op, dy, dx));
   TRY(chk(op, "mask", mask, IM_U8, dy->ndim, dy->shape));
   TRY(chk_alias(op, "dx", dx, "mask", mask, 0));
+  PLAIN(op, mask, dy, dx);
   DISPATCH(dropout_backward, op, p, mask, dy, dx);
 }
 
@@ -580,6 +674,8 @@ im_status_t im_op_add(im_backend_t *b, const im_tensor_t *x1, const im_tensor_t 
   TRY(unary(op, x1, y));
   TRY(chk_like(op, "x2", x2, x1));
   TRY(chk_alias(op, "y", y, "x2", x2, 1));
+  int blk;
+  TRY(one_layout(op, b, 3, (const im_tensor_t *[]){x1, x2, y}, &blk));
   DISPATCH(add, op, x1, x2, y);
 }
 
@@ -597,6 +693,8 @@ im_status_t im_op_add_backward(im_backend_t *b, const im_tensor_t *dy, im_tensor
     TRY(chk_alias(op, "dx2", dx2, "dy", dy, 1));
     if (dx1 && dx1->data != dy->data) TRY(chk_alias(op, "dx2", dx2, "dx1", dx1, 0));
   }
+  int blk;
+  TRY(one_layout(op, b, 3, (const im_tensor_t *[]){dy, dx1, dx2}, &blk));
   DISPATCH(add_backward, op, dy, dx1, dx2);
 }
 
@@ -667,7 +765,9 @@ im_status_t im_op_maxpool2d_forward(im_backend_t *b, const im_pool2d_params_t *p
     TRY(chk_alias(op, "indices", indices, "y", y, 0));
   }
   if (x->shape[2] * x->shape[3] > INT32_MAX) return im_error(IM_ERR_ARG, "%s: planes too large for I32 indices", op);
-  DISPATCH(maxpool2d_forward, op, &r, x, y, indices);
+  int blk;
+  TRY(one_layout(op, b, 3, (const im_tensor_t *[]){x, y, indices}, &blk));
+  DISPATCH_L(blk, maxpool2d_forward, op, &r, x, y, indices);
 }
 
 im_status_t im_op_maxpool2d_backward(im_backend_t *b, const im_pool2d_params_t *p, const im_tensor_t *dy,
@@ -684,7 +784,9 @@ im_status_t im_op_maxpool2d_backward(im_backend_t *b, const im_pool2d_params_t *
     if (id[i] < 0 || id[i] >= hw)
       return im_error(IM_ERR_ARG, "%s: index %d at %lld is outside a %lld-element plane", op, (int)id[i],
                       (long long)i, (long long)hw);
-  DISPATCH(maxpool2d_backward, op, &r, dy, indices, dx);
+  int blk;
+  TRY(one_layout(op, b, 3, (const im_tensor_t *[]){dy, indices, dx}, &blk));
+  DISPATCH_L(blk, maxpool2d_backward, op, &r, dy, indices, dx);
 }
 
 im_status_t im_op_avgpool2d_forward(im_backend_t *b, const im_pool2d_params_t *p, const im_tensor_t *x,
@@ -693,6 +795,7 @@ im_status_t im_op_avgpool2d_forward(im_backend_t *b, const im_pool2d_params_t *p
   NEED_B(op);
   im_pool2d_params_t r;
   TRY(pool_check(op, p, &r, "x", x, "y", y));
+  PLAIN(op, x, y);
   DISPATCH(avgpool2d_forward, op, &r, x, y);
 }
 
@@ -702,6 +805,7 @@ im_status_t im_op_avgpool2d_backward(im_backend_t *b, const im_pool2d_params_t *
   NEED_B(op);
   im_pool2d_params_t r;
   TRY(pool_check(op, p, &r, "dx", dx, "dy", dy));
+  PLAIN(op, dy, dx);
   DISPATCH(avgpool2d_backward, op, &r, dy, dx);
 }
 
@@ -721,14 +825,20 @@ im_status_t im_op_global_avgpool_forward(im_backend_t *b, const im_tensor_t *x, 
   NEED_B(op);
   TRY(gap_check(op, "x", x, "y", y));
   if (x->shape[2] * x->shape[3] < 1) return im_error(IM_ERR_ARG, "%s: empty planes", op);
-  DISPATCH(global_avgpool_forward, op, x, y);
+  PLAIN(op, y);
+  int blk;
+  TRY(one_layout(op, b, 1, (const im_tensor_t *[]){x}, &blk));
+  DISPATCH_L(blk, global_avgpool_forward, op, x, y);
 }
 
 im_status_t im_op_global_avgpool_backward(im_backend_t *b, const im_tensor_t *dy, im_tensor_t *dx) {
   const char *op = "global_avgpool_backward";
   NEED_B(op);
   TRY(gap_check(op, "dx", dx, "dy", dy));
-  DISPATCH(global_avgpool_backward, op, dy, dx);
+  PLAIN(op, dy);
+  int blk;
+  TRY(one_layout(op, b, 1, (const im_tensor_t *[]){dx}, &blk));
+  DISPATCH_L(blk, global_avgpool_backward, op, dy, dx);
 }
 
 /* ---- linear ---------------------------------------------------------------------------------------- */
@@ -756,6 +866,7 @@ im_status_t im_op_linear_forward(im_backend_t *b, const im_tensor_t *x, const im
   TRY(chk_alias(op, "y", y, "x", x, 0));
   TRY(chk_alias(op, "y", y, "w", w, 0));
   TRY(chk_alias(op, "y", y, "bias", bias, 0));
+  PLAIN(op, x, w, bias, y);
   DISPATCH(linear_forward, op, x, w, bias, y);
 }
 
@@ -768,6 +879,7 @@ im_status_t im_op_linear_backward_data(im_backend_t *b, const im_tensor_t *dy, c
   TRY(rows_like(op, "dy", dy, w->shape[0], "dx", dx, w->shape[1]));
   TRY(chk_alias(op, "dx", dx, "dy", dy, 0));
   TRY(chk_alias(op, "dx", dx, "w", w, 0));
+  PLAIN(op, dy, w, dx);
   DISPATCH(linear_backward_data, op, dy, w, dx);
 }
 
@@ -784,6 +896,7 @@ im_status_t im_op_linear_backward_weight(im_backend_t *b, const im_tensor_t *x, 
   TRY(chk_alias(op, "dbias", dbias, "x", x, 0));
   TRY(chk_alias(op, "dbias", dbias, "dy", dy, 0));
   TRY(chk_alias(op, "dbias", dbias, "dw", dw, 0));
+  PLAIN(op, x, dy, dw, dbias);
   DISPATCH(linear_backward_weight, op, x, dy, dw, dbias);
 }
 
@@ -821,6 +934,7 @@ im_status_t im_op_softmax_xent_forward(im_backend_t *b, const im_xent_params_t *
     TRY(chk_alias(op, "probs", probs, "labels", labels, 0));
     TRY(chk_alias(op, "probs", probs, "loss", loss, 0));
   }
+  PLAIN(op, logits, labels, loss, probs);
   DISPATCH(softmax_xent_forward, op, p, logits, labels, loss, probs);
 }
 
@@ -832,6 +946,7 @@ im_status_t im_op_softmax_xent_backward(im_backend_t *b, const im_xent_params_t 
   TRY(chk_like(op, "dlogits", dlogits, logits));
   TRY(chk_alias(op, "dlogits", dlogits, "logits", logits, 0));
   TRY(chk_alias(op, "dlogits", dlogits, "labels", labels, 0));
+  PLAIN(op, logits, labels, dlogits);
   DISPATCH(softmax_xent_backward, op, p, logits, labels, dlogits);
 }
 
@@ -842,6 +957,7 @@ static im_status_t permute_check(const char *op, const im_tensor_t *x, const im_
   if (x->ndim != 4) return im_error(IM_ERR_ARG, "%s: x must have 4 dimensions", op);
   const int64_t s[4] = {x->shape[perm[0]], x->shape[perm[1]], x->shape[perm[2]], x->shape[perm[3]]};
   TRY(chk(op, "y", y, x->dtype, 4, s));
+  PLAIN(op, x, y);
   return chk_alias(op, "y", y, "x", x, 0);
 }
 
@@ -859,4 +975,30 @@ im_status_t im_op_nhwc_to_nchw(im_backend_t *b, const im_tensor_t *x, im_tensor_
   static const int perm[4] = {0, 3, 1, 2};
   TRY(permute_check(op, x, y, perm));
   DISPATCH(nhwc_to_nchw, op, x, y);
+}
+
+/* Plain <-> blocked (nChw16c), on the host, both threads. */
+im_status_t im_op_relayout(im_backend_t *b, const im_tensor_t *x, im_tensor_t *y) {
+  const char *op = "relayout";
+  NEED_B(op);
+  TRY(chk_valid(op, "x", x));
+  TRY(chk_like(op, "y", y, x));
+  TRY(chk_valid(op, "y", y));
+  TRY(chk_alias(op, "y", y, "x", x, 0));
+  if (x->layout == y->layout) return im_tensor_copy(y, x);
+  if (!(b->iface->flags & IM_BACKEND_F_HOST)) return im_error(IM_ERR_UNSUPPORTED, "%s: not on the %s backend", op, b->iface->name);
+  const int to_blocked = y->layout == IM_LAYOUT_NCHW16C;
+  const im_tensor_t *blk = to_blocked ? y : x;
+  const int64_t N = blk->shape[0], CB = blk->shape[1] / 16, L = blk->shape[2] * blk->shape[3];
+  const uint32_t *src = x->data;
+  uint32_t *dst = y->data;
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t cb = 0; cb < CB; cb++)
+      for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < 16; j++) {
+          const int64_t plain = ((n * CB * 16) + cb * 16 + j) * L + i, bl = ((n * CB + cb) * L + i) * 16 + j;
+          if (to_blocked) dst[bl] = src[plain];
+          else dst[plain] = src[bl];
+        }
+  return IM_OK;
 }

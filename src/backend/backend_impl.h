@@ -28,6 +28,9 @@ enum {
   /** Tensor data are plain host pointers: the default memory members apply
    * and missing or declined ops fall back to the reference kernels. */
   IM_BACKEND_F_HOST = 1u << 0,
+  /** The backend's members take IM_LAYOUT_NCHW16C activations where backend.h says so, and never
+   * decline them (the reference kernels, which the dispatcher would fall back to, do not). */
+  IM_BACKEND_F_BLOCKED = 1u << 1,
 };
 
 typedef struct im_backend_i im_backend_i;

@@ -102,6 +102,7 @@ im_status_t im_tensor_view(im_tensor_t *t, im_dtype_t dt, int ndim, const int64_
 }
 
 im_status_t im_tensor_reshape(const im_tensor_t *src, int ndim, const int64_t *shape, im_tensor_t *view) {
+  if (src->layout != IM_LAYOUT_PLAIN) return im_error(IM_ERR_ARG, "reshape of a blocked-layout tensor");
   im_tensor_t v;
   im_status_t st = im_tensor_view(&v, src->dtype, ndim, shape, src->data);
   if (st != IM_OK) return st;
@@ -130,6 +131,9 @@ im_status_t im_tensor_copy(im_tensor_t *dst, const im_tensor_t *src) {
     return im_error(IM_ERR_ARG, "copy between tensors of different dtype or size (%s %lld, %s %lld)",
                     im_dtype_name(dst->dtype), (long long)im_tensor_numel(dst), im_dtype_name(src->dtype),
                     (long long)im_tensor_numel(src));
+  if (dst->layout != src->layout ||
+      (src->layout != IM_LAYOUT_PLAIN && !im_tensor_same_shape(dst, src)))
+    return im_error(IM_ERR_ARG, "copy between tensors of different layouts or blocked shapes");
   size_t n = im_tensor_nbytes(src);
   if (n && dst->data != src->data) memmove(dst->data, src->data, n);
   return IM_OK;

@@ -33,7 +33,7 @@ static im_rng_t rng;
 
 /* ---- worst differences per op ---- */
 
-#define MAX_STATS 40
+#define MAX_STATS 64
 typedef struct {
   const char *op;
   double max_abs, max_rel, worst_ratio; /* ratio: |d| / (atol + rtol |ref|), must stay <= 1 */
@@ -541,12 +541,177 @@ static void test_interleaved(void **state) {
   freet(&x), freet(&w1), freet(&w2), freet(&a[0]), freet(&a[1]), freet(&c[0]), freet(&c[1]);
 }
 
+/* ---- the blocked layout (nChw16c) ---- */
+
+/* A blocked copy of plain t (through im_op_relayout), and back. */
+static im_tensor_t blk(const im_tensor_t *t) {
+  im_tensor_t b = mk(t->dtype, t->ndim, t->shape);
+  b.layout = IM_LAYOUT_NCHW16C;
+  OK(im_op_relayout(cpu, t, &b));
+  return b;
+}
+
+static im_tensor_t unblk(const im_tensor_t *b) {
+  im_tensor_t t = mk(b->dtype, b->ndim, b->shape);
+  OK(im_op_relayout(cpu, b, &t));
+  return t;
+}
+
+/* got (blocked or plain) against the plain result want, after converting got to plain. */
+static void cmp_any(const char *op, const char *what, const im_tensor_t *got, const im_tensor_t *want, double atol,
+                    double rtol) {
+  if (got->layout == IM_LAYOUT_PLAIN) {
+    cmp(op, what, got, want, atol, rtol);
+    return;
+  }
+  im_tensor_t p = unblk(got);
+  cmp(op, what, &p, want, atol, rtol);
+  freet(&p);
+}
+
+static im_tensor_t like_layout(const im_tensor_t *t, int blocked) {
+  im_tensor_t r = mk(t->dtype, t->ndim, t->shape);
+  if (blocked) r.layout = IM_LAYOUT_NCHW16C;
+  return r;
+}
+
+/* Convolutions with x and y (dx and dy) blocked or plain in every combination the channel counts
+ * allow, against the all-plain cpu results (the same kernels but for the layout). */
+static void test_blocked_conv(void **state) {
+  static const conv_case_t cases[] = {
+      {2, 16, 9, 9, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* Winograd-eligible */
+      {2, 32, 10, 11, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1},  /* stride 2 */
+      {2, 3, 17, 17, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1},   /* a stem: only y can be blocked */
+      {1, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* resnet-like */
+      {2, 32, 8, 8, 64, 1, 1, 2, 2, 0, 0, 1, 1, 1},    /* 1x1 downsample */
+  };
+  for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+    const conv_case_t *cc = &cases[ci];
+    const im_conv2d_params_t p = {cc->sh, cc->sw, cc->ph, cc->pw, cc->dh, cc->dw, cc->g};
+    const int64_t xs[4] = {cc->N, cc->C, cc->H, cc->W}, ws[4] = {cc->K, cc->C, cc->R, cc->S}, bs[1] = {cc->K};
+    int64_t ys[4];
+    OK(im_conv2d_output_shape(&p, xs, ws, ys));
+    im_tensor_t x = mk_rnd(4, xs), w = mk_rnd(4, ws), bias = mk_rnd(1, bs), dy = mk_rnd(4, ys);
+    im_tensor_t y0 = mk(IM_F32, 4, ys), dx0 = mk(IM_F32, 4, xs), dw0 = mk(IM_F32, 4, ws), db0 = mk(IM_F32, 1, bs);
+    OK(im_op_conv2d_forward_fused(cpu, &p, &x, &w, &bias, IM_ACT_RELU, &y0));
+    OK(im_op_conv2d_backward_data(cpu, &p, &dy, &w, &dx0));
+    OK(im_op_conv2d_backward_weight(cpu, &p, &x, &dy, &dw0, &db0));
+    const double atol = conv_atol(cc->C * cc->R * cc->S + cc->N * ys[2] * ys[3]);
+    for (int combo = 1; combo < 4; combo++) {
+      const int xb = combo & 1, yb = (combo >> 1) & 1;
+      if (xb && cc->C % 16) continue;
+      im_tensor_t xi = xb ? blk(&x) : clone(&x), dyi = yb ? blk(&dy) : clone(&dy);
+      im_tensor_t y = like_layout(&y0, yb), dx = like_layout(&dx0, xb), dw = mk(IM_F32, 4, ws),
+                  db = mk(IM_F32, 1, bs);
+      OK(im_op_conv2d_forward_fused(cpu, &p, &xi, &w, &bias, IM_ACT_RELU, &y));
+      cmp_any("blocked conv2d_forward", "y", &y, &y0, atol, 1e-5);
+      OK(im_op_conv2d_backward_data(cpu, &p, &dyi, &w, &dx));
+      cmp_any("blocked conv2d_backward_data", "dx", &dx, &dx0, atol, 1e-5);
+      OK(im_op_conv2d_backward_weight(cpu, &p, &xi, &dyi, &dw, &db));
+      cmp("blocked conv2d_backward_weight", "dw", &dw, &dw0, atol, 1e-5);
+      cmp("blocked conv2d_backward_weight", "dbias", &db, &db0, atol, 1e-5);
+      freet(&xi), freet(&dyi), freet(&y), freet(&dx), freet(&dw), freet(&db);
+    }
+    freet(&x), freet(&w), freet(&bias), freet(&dy), freet(&y0), freet(&dx0), freet(&dw0), freet(&db0);
+  }
+}
+
+/* Batch norm, max pooling, global average pooling, ReLU and add on blocked tensors against the
+ * reference on plain ones; max pooling (values, indices, NaN) and the element-wise ops exactly. */
+static void test_blocked_ops(void **state) {
+  const int64_t xs[4] = {3, 32, 9, 11}, cs[1] = {32}, gs[2] = {3, 32};
+  im_tensor_t x = mk_rnd(4, xs), dy = mk_rnd(4, xs), gam = mk_rnd(1, cs), bet = mk_rnd(1, cs);
+  ((float *)x.data)[5] = NAN;
+  ((float *)x.data)[100] = -INFINITY;
+  im_tensor_t xb = blk(&x), dyb = blk(&dy);
+  { /* relayout round trip, on either backend (host memory) */
+    im_tensor_t back = mk(IM_F32, 4, xs);
+    OK(im_op_relayout(ref, &xb, &back));
+    cmp("relayout", "round trip", &back, &x, 0, 0);
+    freet(&back);
+  }
+  /* max pooling */
+  static const im_pool2d_params_t pools[] = {{3, 3, 2, 2, 1, 1, 0}, {2, 2, 2, 2, 0, 0, 0}, {3, 3, 1, 1, 1, 1, 0}};
+  for (int pi = 0; pi < 3; pi++) {
+    int64_t ys[4];
+    OK(im_pool2d_output_shape(&pools[pi], xs, ys));
+    im_tensor_t y1 = mk(IM_F32, 4, ys), i1 = mk(IM_I32, 4, ys), y2 = like_layout(&y1, 1), i2 = like_layout(&i1, 1);
+    OK(im_op_maxpool2d_forward(ref, &pools[pi], &x, &y1, &i1));
+    OK(im_op_maxpool2d_forward(cpu, &pools[pi], &xb, &y2, &i2));
+    cmp_any("blocked maxpool2d_forward", "y", &y2, &y1, 0, 0);
+    cmp_any("blocked maxpool2d_forward", "indices", &i2, &i1, 0, 0);
+    im_tensor_t g = mk_rnd(4, ys), gb = blk(&g), dx1 = mk(IM_F32, 4, xs), dx2 = like_layout(&dx1, 1);
+    OK(im_op_maxpool2d_backward(ref, &pools[pi], &g, &i1, &dx1));
+    OK(im_op_maxpool2d_backward(cpu, &pools[pi], &gb, &i2, &dx2));
+    cmp_any("blocked maxpool2d_backward", "dx", &dx2, &dx1, 1e-6, 1e-6);
+    freet(&y1), freet(&i1), freet(&y2), freet(&i2), freet(&g), freet(&gb), freet(&dx1), freet(&dx2);
+  }
+  ((float *)x.data)[5] = 0.5f; /* the statistics below want finite data */
+  ((float *)x.data)[100] = -0.5f;
+  freet(&xb);
+  xb = blk(&x);
+  /* batch norm: train, eval, backward */
+  const im_batchnorm_params_t bp = {1e-5f, 0.1f};
+  im_tensor_t rm1 = mk_rnd(1, cs), rv1 = mk(IM_F32, 1, cs), sm1 = mk(IM_F32, 1, cs), si1 = mk(IM_F32, 1, cs);
+  im_tensor_fill_f32(&rv1, 1.5f);
+  im_tensor_t rm2 = clone(&rm1), rv2 = clone(&rv1), sm2 = mk(IM_F32, 1, cs), si2 = mk(IM_F32, 1, cs);
+  im_tensor_t y1 = mk(IM_F32, 4, xs), y2 = like_layout(&y1, 1);
+  OK(im_op_batchnorm_forward_train(ref, &bp, &x, &gam, &bet, &rm1, &rv1, &y1, &sm1, &si1));
+  OK(im_op_batchnorm_forward_train(cpu, &bp, &xb, &gam, &bet, &rm2, &rv2, &y2, &sm2, &si2));
+  cmp_any("blocked batchnorm_forward_train", "y", &y2, &y1, 1e-5, 1e-5);
+  cmp("blocked batchnorm_forward_train", "running_mean", &rm2, &rm1, 1e-6, 1e-5);
+  cmp("blocked batchnorm_forward_train", "running_var", &rv2, &rv1, 1e-6, 1e-5);
+  cmp("blocked batchnorm_forward_train", "save_invstd", &si2, &si1, 1e-6, 1e-5);
+  OK(im_op_batchnorm_forward_eval(ref, &bp, &x, &gam, &bet, &rm1, &rv1, &y1));
+  OK(im_op_batchnorm_forward_eval(cpu, &bp, &xb, &gam, &bet, &rm1, &rv1, &y2));
+  cmp_any("blocked batchnorm_forward_eval", "y", &y2, &y1, 1e-6, 1e-5);
+  im_tensor_t dx1 = mk(IM_F32, 4, xs), dx2 = like_layout(&dx1, 1), dg1 = mk_rnd(1, cs), dg2 = clone(&dg1),
+              db1 = mk_rnd(1, cs), db2 = clone(&db1);
+  OK(im_op_batchnorm_backward(ref, &x, &dy, &gam, &sm1, &si1, &dx1, &dg1, &db1));
+  OK(im_op_batchnorm_backward(cpu, &xb, &dyb, &gam, &sm2, &si2, &dx2, &dg2, &db2));
+  cmp_any("blocked batchnorm_backward", "dx", &dx2, &dx1, 1e-5, 1e-4);
+  cmp("blocked batchnorm_backward", "dgamma", &dg2, &dg1, 1e-4, 1e-4);
+  cmp("blocked batchnorm_backward", "dbeta", &db2, &db1, 1e-4, 1e-4);
+  /* global average pooling */
+  im_tensor_t g1 = mk(IM_F32, 2, gs), g2 = mk(IM_F32, 2, gs), gg = mk_rnd(2, gs);
+  OK(im_op_global_avgpool_forward(ref, &x, &g1));
+  OK(im_op_global_avgpool_forward(cpu, &xb, &g2));
+  cmp("blocked global_avgpool_forward", "y", &g2, &g1, 1e-6, 1e-6);
+  OK(im_op_global_avgpool_backward(ref, &gg, &dx1));
+  OK(im_op_global_avgpool_backward(cpu, &gg, &dx2));
+  cmp_any("blocked global_avgpool_backward", "dx", &dx2, &dx1, 0, 0);
+  /* ReLU and add, in place as the planner runs them */
+  OK(im_op_relu_forward(ref, &x, &y1));
+  OK(im_op_relu_forward(cpu, &xb, &y2));
+  cmp_any("blocked relu_forward", "y", &y2, &y1, 0, 0);
+  OK(im_op_add(ref, &y1, &dy, &y1));
+  OK(im_op_add(cpu, &y2, &dyb, &y2));
+  cmp_any("blocked add", "y", &y2, &y1, 0, 0);
+  /* what is refused, touching nothing */
+  im_tensor_t small = mk(IM_F32, 4, (int64_t[]){1, 8, 4, 4}), smallb = small;
+  smallb.layout = IM_LAYOUT_NCHW16C;
+  assert_int_equal(im_op_relu_forward(cpu, &smallb, &smallb), IM_ERR_ARG);          /* 8 channels */
+  assert_int_equal(im_op_relu_forward(ref, &xb, &y2), IM_ERR_ARG);                  /* ref: plain only */
+  assert_int_equal(im_op_relu_forward(cpu, &xb, &y1), IM_ERR_ARG);                  /* mixed layouts */
+  assert_int_equal(im_op_batchnorm_forward_eval(cpu, &bp, &x, &gam, &bet, &rm1, &rv1, &y2), IM_ERR_ARG);
+  assert_int_equal(im_op_gelu_forward(cpu, &xb, &y2), IM_ERR_ARG);                  /* no blocked kernel */
+  im_tensor_t bad_g = gam;
+  bad_g.layout = IM_LAYOUT_NCHW16C; /* per-channel vectors are plain */
+  assert_int_equal(im_op_batchnorm_forward_eval(cpu, &bp, &xb, &bad_g, &bet, &rm1, &rv1, &y2), IM_ERR_ARG);
+  assert_int_equal(im_backend_blocked_ok(cpu), 1);
+  assert_int_equal(im_backend_blocked_ok(ref), 0);
+  freet(&x), freet(&dy), freet(&gam), freet(&bet), freet(&xb), freet(&dyb), freet(&rm1), freet(&rv1), freet(&sm1);
+  freet(&si1), freet(&rm2), freet(&rv2), freet(&sm2), freet(&si2), freet(&y1), freet(&y2), freet(&dx1), freet(&dx2);
+  freet(&dg1), freet(&dg2), freet(&db1), freet(&db2), freet(&g1), freet(&g2), freet(&gg), freet(&small);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conv),      cmocka_unit_test(test_batchnorm),
       cmocka_unit_test(test_layernorm), cmocka_unit_test(test_eltwise),
       cmocka_unit_test(test_pool),      cmocka_unit_test(test_linear),
       cmocka_unit_test(test_layout_and_fallback), cmocka_unit_test(test_interleaved),
+      cmocka_unit_test(test_blocked_conv), cmocka_unit_test(test_blocked_ops),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

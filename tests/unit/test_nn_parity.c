@@ -4,7 +4,9 @@
  * formula as the script, and requires |ours - torch| <= 1e-4 + 1e-3 |torch|
  * for the eval and training logits, the loss, the parameter gradients, the
  * BN running statistics, and the weights after SGD / Adam / AdamW steps.
- * Prints the maximum difference of every compared tensor. */
+ * Prints the maximum difference of every compared tensor. Runs on the
+ * reference backend, then on the cpu backend (oneDNN, Winograd convolutions,
+ * activations in the blocked layout where the planner keeps them so). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,12 +34,22 @@ static im_backend_t *be;
 static double worst_ratio, worst_abs;
 static int n_compared;
 
-static int setup(void **state) { return im_backend_ref_new(&be) == IM_OK ? 0 : -1; }
+static int setup(void **state) {
+  worst_ratio = worst_abs = 0;
+  n_compared = 0;
+  return im_backend_ref_new(&be) == IM_OK ? 0 : -1;
+}
+
+static int setup_cpu(void **state) {
+  worst_ratio = worst_abs = 0;
+  n_compared = 0;
+  return im_backend_cpu_new(&be) == IM_OK ? 0 : -1;
+}
 
 static int teardown(void **state) {
+  printf("nn parity (%s backend): %d tensors compared, max |diff| %.3g, worst diff / (atol + rtol |ref|) = %.3g\n",
+         im_backend_name(be), n_compared, worst_abs, worst_ratio);
   im_backend_free(be);
-  printf("nn parity: %d tensors compared, max |diff| %.3g, worst diff / (atol + rtol |ref|) = %.3g\n", n_compared,
-         worst_abs, worst_ratio);
   return 0;
 }
 
@@ -337,5 +349,7 @@ int main(void) {
       cmocka_unit_test(test_optim_adamw_filter),
       cmocka_unit_test(test_optim_adamw),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  int fails = cmocka_run_group_tests_name("ref backend", tests, setup, teardown);
+  fails += cmocka_run_group_tests_name("cpu backend", tests, setup_cpu, teardown);
+  return fails;
 }

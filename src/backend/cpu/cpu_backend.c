@@ -386,7 +386,7 @@ size_t im__cpu_workspace_bytes(const im_backend_t *b) { return ((const cpu_ctx_t
 static const im_backend_i cpu_iface = {
     .version = IM_BACKEND_IFACE_VERSION,
     .name = "cpu",
-    .flags = IM_BACKEND_F_HOST,
+    .flags = IM_BACKEND_F_HOST | IM_BACKEND_F_BLOCKED,
     .destroy = cpu_destroy,
     .conv2d_forward = im__cpu_conv2d_forward,
     .conv2d_backward_data = im__cpu_conv2d_backward_data,

@@ -6,8 +6,9 @@
  * it. Measured on Zen 5 (2 cores): the jit:avx512_core kernels on blocked
  * layouts run at 250-340 GFLOP/s against 100-200 for the gemm kernels that
  * oneDNN uses on plain NCHW, and the reorders cost 3-15% of the convolution
- * (more for the few-channel first layer). Keeping activations blocked across
- * layers would remove that share; see the report in bench/kernels. */
+ * (more for the few-channel first layer). Activations may also arrive and
+ * leave in the blocked layout itself (IM_LAYOUT_NCHW16C, which the nn planner
+ * keeps across conv/BN/ReLU/pool chains): then those reorders disappear. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,13 +20,19 @@ typedef struct {
   dnnl_dims_t stride, dil, pad_l, pad_r;
 } conv_mds_t;
 
-/* x is (N,C,H,W), w is (K,C/G,R,S), y is (N,K,P,Q): the descriptors and geometry. */
+/* The oneDNN tag of an activation's layout. */
+static dnnl_format_tag_t act_tag(const im_tensor_t *t) {
+  return t->layout == IM_LAYOUT_NCHW16C ? dnnl_nChw16c : dnnl_nchw;
+}
+
+/* x is (N,C,H,W), w is (K,C/G,R,S), y is (N,K,P,Q), x and y in the layouts xt and yt: the
+ * descriptors and geometry. */
 static void conv_mds(const im_conv2d_params_t *p, const int64_t *xs, const int64_t *ws, const int64_t *ys,
-                     conv_mds_t *m) {
+                     dnnl_format_tag_t xt, dnnl_format_tag_t yt, conv_mds_t *m) {
   memset(m, 0, sizeof *m);
   const int64_t G = p->groups;
-  im__cpu_md(&m->x, 4, xs, dnnl_nchw);
-  im__cpu_md(&m->y, 4, ys, dnnl_nchw);
+  im__cpu_md(&m->x, 4, xs, xt);
+  im__cpu_md(&m->y, 4, ys, yt);
   im__cpu_md(&m->xa, 4, xs, dnnl_format_tag_any);
   im__cpu_md(&m->ya, 4, ys, dnnl_format_tag_any);
   im__cpu_md(&m->b, 1, &ys[1], dnnl_x);
@@ -63,10 +70,12 @@ static dnnl_alg_kind_t conv_alg(const im_conv2d_params_t *p, int64_t in_channels
   return dnnl_convolution_auto;
 }
 
+/* variant: bit 0 a fused ReLU, bits 1 and 2 x and y (or dx and dy) blocked. */
 static void conv_key(cpu_key_t *k, im_op_t op, const im_conv2d_params_t *p, const int64_t *xs, const int64_t *ws,
-                     int has_bias) {
+                     int has_bias, const im_tensor_t *x, const im_tensor_t *y, int relu) {
   memset(k, 0, sizeof *k);
   k->op = (int32_t)op;
+  k->variant = relu | (x->layout == IM_LAYOUT_NCHW16C) << 1 | (y->layout == IM_LAYOUT_NCHW16C) << 2;
   const int64_t v[CPU_KEY_LEN] = {xs[0],       xs[1],       xs[2],         xs[3],         ws[0],
                                   ws[2],       ws[3],       p->stride_h,   p->stride_w,   p->pad_h,
                                   p->pad_w,    p->dilation_h, p->dilation_w, p->groups, has_bias};
@@ -106,15 +115,15 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   if (im__cpu_any_empty(4, all)) return IM_ERR_UNSUPPORTED;
   cpu_ctx_t *c = im__cpu_ctx(b);
   cpu_key_t k;
-  conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL);
-  k.variant = relu;
+  conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL, x, y,
+           relu);
   cpu_build_t bld;
   cpu_plan_t *pl;
   im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
   if (st != IM_OK) return st;
   if (!pl) {
     conv_mds_t m;
-    conv_mds(p, x->shape, w->shape, y->shape, &m);
+    conv_mds(p, x->shape, w->shape, y->shape, act_tag(x), act_tag(y), &m);
     dnnl_primitive_desc_t pd = fwd_pd_act(&bld, &m, conv_alg(p, x->shape[1]), bias != NULL, relu);
     const int mx = im__cpu_mem_in(&bld, &m.x, 0, q(pd, dnnl_query_src_md));
     const int mw = im__cpu_mem_in(&bld, &m.w, 1, q(pd, dnnl_query_weights_md));
@@ -153,14 +162,14 @@ im_status_t im__cpu_conv2d_backward_data(im_backend_t *b, const im_conv2d_params
   if (im__cpu_any_empty(3, all)) return IM_ERR_UNSUPPORTED;
   cpu_ctx_t *c = im__cpu_ctx(b);
   cpu_key_t k;
-  conv_key(&k, IM_OP_CONV2D_BACKWARD_DATA, p, dx->shape, w->shape, 0);
+  conv_key(&k, IM_OP_CONV2D_BACKWARD_DATA, p, dx->shape, w->shape, 0, dx, dy, 0);
   cpu_build_t bld;
   cpu_plan_t *pl;
   im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
   if (st != IM_OK) return st;
   if (!pl) {
     conv_mds_t m;
-    conv_mds(p, dx->shape, w->shape, dy->shape, &m);
+    conv_mds(p, dx->shape, w->shape, dy->shape, act_tag(dx), act_tag(dy), &m);
     const int plain = p->groups == 1 && dx->shape[1] < 16;
     const dnnl_alg_kind_t alg = conv_alg(p, dx->shape[1]);
     dnnl_primitive_desc_t hint = fwd_pd(&bld, &m, alg, 0), pd = NULL;
@@ -197,14 +206,14 @@ im_status_t im__cpu_conv2d_backward_weight(im_backend_t *b, const im_conv2d_para
   if (im__cpu_any_empty(4, all)) return IM_ERR_UNSUPPORTED;
   cpu_ctx_t *c = im__cpu_ctx(b);
   cpu_key_t k;
-  conv_key(&k, IM_OP_CONV2D_BACKWARD_WEIGHT, p, x->shape, dw->shape, dbias != NULL);
+  conv_key(&k, IM_OP_CONV2D_BACKWARD_WEIGHT, p, x->shape, dw->shape, dbias != NULL, x, dy, 0);
   cpu_build_t bld;
   cpu_plan_t *pl;
   im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
   if (st != IM_OK) return st;
   if (!pl) {
     conv_mds_t m;
-    conv_mds(p, x->shape, dw->shape, dy->shape, &m);
+    conv_mds(p, x->shape, dw->shape, dy->shape, act_tag(x), act_tag(dy), &m);
     const dnnl_alg_kind_t alg = conv_alg(p, x->shape[1]);
     dnnl_primitive_desc_t hint = fwd_pd(&bld, &m, alg, dbias != NULL), pd = NULL;
     dnnl_convolution_desc_t d;

@@ -7,7 +7,9 @@
  * registers (strides 1 and 2, chosen at run time) or column-vectorised with
  * selects, and the windows the image clips one by one. Average pooling runs on
  * oneDNN's pooling primitive (floor mode: no window passes the padded image, so
- * its divisors are torch's). Global average pooling is a plain loop per plane. */
+ * its divisors are torch's). Global average pooling is a plain loop per plane.
+ * Blocked (nChw16c) tensors take loops of their own with the 16 channels of a
+ * block in the SIMD lanes (max pooling and global average pooling). */
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -137,6 +139,101 @@ static void max_row(const float *xp, int64_t H, int64_t W, const im_pool2d_param
   if (q < qhi) max_cols(xp, W, h0, h1, sw, pw, kw, q, qhi, yr, ir);
 }
 
+/* ---- blocked (nChw16c) max pooling ---- */
+
+#define BL 16
+#ifdef _OPENMP
+#define POOL_SIMD _Pragma("omp simd")
+#else
+#define POOL_SIMD
+#endif
+
+/* One output row oh of block plane xp ([H][W][16]) into yr ([Q][16]) and ir (or NULL). */
+static void max_row_blocked(const float *xp, int64_t H, int64_t W, const im_pool2d_params_t *p, int64_t oh,
+                            int64_t Q, float *yr, int32_t *ir) {
+  int64_t h0 = oh * p->stride_h - p->pad_h, h1 = h0 + p->kernel_h;
+  if (h0 < 0) h0 = 0;
+  if (h1 > H) h1 = H;
+  for (int64_t q = 0; q < Q; q++) {
+    int64_t w0 = q * p->stride_w - p->pad_w, w1 = w0 + p->kernel_w;
+    if (w0 < 0) w0 = 0;
+    if (w1 > W) w1 = W;
+    float best[BL];
+    int32_t bi[BL];
+    const float *f = xp + (h0 * W + w0) * BL;
+    for (int j = 0; j < BL; j++) {
+      best[j] = f[j];
+      bi[j] = (int32_t)(h0 * W + w0);
+    }
+    for (int64_t h = h0; h < h1; h++)
+      for (int64_t w = w0; w < w1; w++) { /* the first position again changes nothing */
+        const float *v = xp + (h * W + w) * BL;
+        const int32_t at = (int32_t)(h * W + w);
+        POOL_SIMD
+        for (int j = 0; j < BL; j++) {
+          const int up = MAX_UPD(v[j], best[j]);
+          best[j] = up ? v[j] : best[j];
+          bi[j] = up ? at : bi[j];
+        }
+      }
+    memcpy(yr + q * BL, best, sizeof best);
+    if (ir) memcpy(ir + q * BL, bi, sizeof bi);
+  }
+}
+
+#ifdef CPU_MAXPOOL_AVX512
+/* max_row_blocked with the 16 lanes in one AVX-512 register (the same selects). */
+__attribute__((target("avx512f"))) static void max_row_blocked_avx512(const float *xp, int64_t H, int64_t W,
+                                                                      const im_pool2d_params_t *p, int64_t oh,
+                                                                      int64_t Q, float *yr, int32_t *ir) {
+  int64_t h0 = oh * p->stride_h - p->pad_h, h1 = h0 + p->kernel_h;
+  if (h0 < 0) h0 = 0;
+  if (h1 > H) h1 = H;
+  for (int64_t q = 0; q < Q; q++) {
+    int64_t w0 = q * p->stride_w - p->pad_w, w1 = w0 + p->kernel_w;
+    if (w0 < 0) w0 = 0;
+    if (w1 > W) w1 = W;
+    __m512 best = _mm512_loadu_ps(xp + (h0 * W + w0) * BL);
+    __m512i bi = _mm512_set1_epi32((int32_t)(h0 * W + w0));
+    for (int64_t h = h0; h < h1; h++)
+      for (int64_t w = w0; w < w1; w++) {
+        const __m512 v = _mm512_loadu_ps(xp + (h * W + w) * BL);
+        const __mmask16 up = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                             (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+        best = _mm512_mask_mov_ps(best, up, v);
+        bi = _mm512_mask_mov_epi32(bi, up, _mm512_set1_epi32((int32_t)(h * W + w)));
+      }
+    _mm512_storeu_ps(yr + q * BL, best);
+    if (ir) _mm512_storeu_si512((void *)(ir + q * BL), bi);
+  }
+}
+#endif
+
+static void maxpool_forward_blocked(int nt_, int par_, const im_pool2d_params_t *p, im__ct *x, im__t *y,
+                                    im__t *indices) {
+  const int64_t NB = x->shape[0] * (x->shape[1] / BL), H = x->shape[2], W = x->shape[3];
+  const int64_t P = y->shape[2], Q = y->shape[3], rows = NB * P;
+  const float *xd = x->data;
+  float *yd = y->data;
+  int32_t *id = indices ? indices->data : NULL;
+#ifdef CPU_MAXPOOL_AVX512
+  const int avx512 = __builtin_cpu_supports("avx512f");
+#endif
+  (void)nt_;
+  (void)par_;
+  CPU_OMP_FOR
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t pl = r / P, oh = r % P;
+#ifdef CPU_MAXPOOL_AVX512
+    if (avx512) {
+      max_row_blocked_avx512(xd + pl * H * W * BL, H, W, p, oh, Q, yd + r * Q * BL, id ? id + r * Q * BL : NULL);
+      continue;
+    }
+#endif
+    max_row_blocked(xd + pl * H * W * BL, H, W, p, oh, Q, yd + r * Q * BL, id ? id + r * Q * BL : NULL);
+  }
+}
+
 /* x is (N, C, H, W); y is (N, C, P, Q), assigned; indices (N, C, P, Q) I32 or NULL, assigned:
  * y = max over the window clipped to the image; indices = h*W + w of the first maximum in
  * row-major window order (a NaN wins). Same results as the reference, bit for bit. */
@@ -145,6 +242,10 @@ im_status_t im__cpu_maxpool2d_forward(im_backend_t *b, const im_pool2d_params_t 
   const int64_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
   const int64_t P = y->shape[2], Q = y->shape[3];
   if (NC == 0 || P == 0 || Q == 0) return IM_OK;
+  if (x->layout == IM_LAYOUT_NCHW16C) {
+    maxpool_forward_blocked(im__cpu_ctx(b)->nthreads, NC * H * W > CPU_PAR_MIN, p, x, y, indices);
+    return IM_OK;
+  }
   /* Interior columns: q*sw - pw >= 0 and q*sw - pw + kw <= W. */
   int64_t qlo = (p->pad_w + p->stride_w - 1) / p->stride_w;
   int64_t qhi = W + p->pad_w - p->kernel_w < 0 ? 0 : (W + p->pad_w - p->kernel_w) / p->stride_w + 1;
@@ -182,6 +283,19 @@ im_status_t im__cpu_maxpool2d_backward(im_backend_t *b, const im_pool2d_params_t
   const int nt_ = im__cpu_ctx(b)->nthreads, par_ = NC * HW > CPU_PAR_MIN;
   (void)nt_;
   (void)par_;
+  if (dx->layout == IM_LAYOUT_NCHW16C) {
+    const int64_t NB = NC / BL;
+    CPU_OMP_FOR
+    for (int64_t pl = 0; pl < NB; pl++) {
+      float *dp = dxd + pl * HW * BL;
+      const float *g = dyd + pl * PQ * BL;
+      const int32_t *ip = id + pl * PQ * BL;
+      memset(dp, 0, (size_t)(HW * BL) * sizeof *dp);
+      for (int64_t i = 0; i < PQ; i++)
+        for (int j = 0; j < BL; j++) dp[(int64_t)ip[i * BL + j] * BL + j] += g[i * BL + j];
+    }
+    return IM_OK;
+  }
   CPU_OMP_FOR
   for (int64_t pl = 0; pl < NC; pl++) {
     float *dp = dxd + pl * HW;
@@ -291,6 +405,18 @@ im_status_t im__cpu_global_avgpool_forward(im_backend_t *b, im__ct *x, im__t *y)
   const int nt_ = im__cpu_ctx(b)->nthreads, par_ = NC * HW > CPU_PAR_MIN;
   (void)nt_;
   (void)par_;
+  if (x->layout == IM_LAYOUT_NCHW16C) {
+    const int64_t NB = NC / BL;
+    CPU_OMP_FOR
+    for (int64_t pl = 0; pl < NB; pl++) {
+      const float *xp = xd + pl * HW * BL;
+      double acc[BL] = {0};
+      for (int64_t i = 0; i < HW; i++)
+        for (int j = 0; j < BL; j++) acc[j] += xp[i * BL + j];
+      for (int j = 0; j < BL; j++) yd[pl * BL + j] = (float)(acc[j] / (double)HW);
+    }
+    return IM_OK;
+  }
   CPU_OMP_FOR
   for (int64_t pl = 0; pl < NC; pl++) {
     const float *xp = xd + pl * HW;
@@ -309,6 +435,17 @@ im_status_t im__cpu_global_avgpool_backward(im_backend_t *b, im__ct *dy, im__t *
   const int nt_ = im__cpu_ctx(b)->nthreads, par_ = NC * HW > CPU_PAR_MIN;
   (void)nt_;
   (void)par_;
+  if (dx->layout == IM_LAYOUT_NCHW16C) {
+    const int64_t NB = NC / BL;
+    CPU_OMP_FOR
+    for (int64_t pl = 0; pl < NB; pl++) {
+      float g[BL];
+      for (int j = 0; j < BL; j++) g[j] = (float)((double)dyd[pl * BL + j] / (double)HW);
+      float *dp = dxd + pl * HW * BL;
+      for (int64_t i = 0; i < HW; i++) memcpy(dp + i * BL, g, sizeof g);
+    }
+    return IM_OK;
+  }
   CPU_OMP_FOR
   for (int64_t pl = 0; pl < NC; pl++) {
     const float g = (float)((double)dyd[pl] / (double)HW);
