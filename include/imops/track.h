@@ -595,6 +595,13 @@ im_status_t im_track_client_call(im_track_client_t *c, const char *method, const
  * *run_id (may be NULL) receives the run behind the model when known. */
 im_status_t im_track_client_fetch_model(im_track_client_t *c, const char *uri, const char *cache_dir,
                                         char **local_dir, char **run_id);
+/** The run a runs:/ or models:/ URI belongs to and the model's artifact path
+ * within that run ("model" for runs:/<id>/model; "" for the run's root), so
+ * that files can be logged next to it with im_track_client_log_artifacts.
+ * *run_id and *path are im_malloc'd. IM_ERR_NOT_FOUND when a registered
+ * version has no run or its files are outside the run's artifacts;
+ * IM_ERR_ARG for other URIs. */
+im_status_t im_track_client_model_run_path(im_track_client_t *c, const char *uri, char **run_id, char **path);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "imops/core.h"
 #include "imops/onnx.h"
+#include "imops/track.h"
 #include "imops/train.h"
 
 static const char usage_text[] =
@@ -24,8 +25,9 @@ static const char usage_text[] =
     "class names, image size, mean/std, arch and imops version in the metadata.\n"
     "OUT.onnx is replaced atomically. MODEL is a bundle directory, file:///dir,\n"
     "runs:/<run_id>/model, models:/<name>/<version|stage> or models:/<name>@<alias>;\n"
-    "when it belongs to a tracked run, the file is also logged to that run as\n"
-    "model/model.onnx and the run's MLmodel gains an 'onnx' flavor (MLflow's format).\n"
+    "when it belongs to a tracked run, the file is also logged to that run next to the\n"
+    "bundle (model/model.onnx) and the run's MLmodel gains an 'onnx' flavor (MLflow's\n"
+    "format), in the workspace or on a tracking server.\n"
     "\n"
     "options:\n"
     "  --with-preprocess     fold the mean/std normalization into the graph: the input\n"
@@ -33,12 +35,54 @@ static const char usage_text[] =
     "  --probabilities       add a 'probabilities' output (softmax of the logits)\n"
     "  --opset N             ONNX opset, 17 to 21 (default 17)\n"
     "  --tracking-home DIR   the store for runs:/ and models:/ (default $IMOPS_HOME)\n"
-    "  --tracking-uri DIR    the same\n"
+    "  --tracking-uri URI    the same, or a tracking server (http(s)://host:port: imops\n"
+    "                        server or mlflow server; default MLFLOW_TRACKING_URI when\n"
+    "                        it is http(s)://): the model is fetched through it and\n"
+    "                        model.onnx and MLmodel are uploaded to the run's artifacts\n"
     "  --no-track            do not log the file to the model's run\n"
     "  --json                print what was written as JSON\n"
     "  -h, --help            show this help\n"
     "\n"
     "Exit status: 0 exported, 1 the model could not be read or written, 2 usage error.\n";
+
+static int is_http(const char *u) { return u && (!strncasecmp(u, "http://", 7) || !strncasecmp(u, "https://", 8)); }
+
+/* Logs the exported file next to the model of a runs:/ or models:/ URI: in a
+ * workspace store, into the bundle itself; on a tracking server (--tracking-uri
+ * or MLFLOW_TRACKING_URI http(s)://), into the fetched copy (dir) and from there
+ * model.onnx, then MLmodel, to the run's artifacts. *art: the artifact path. */
+static im_status_t log_to_run(const char *model, const char *home, const char *dir, const char *out,
+                              const im_onnx_opts_t *o, char **art) {
+  im_status_t st = im_onnx_bundle_add(dir, out, o);
+  if (st || !is_http(home ? home : getenv("MLFLOW_TRACKING_URI"))) {
+    *art = st ? NULL : im_strdup("model/model.onnx");
+    return st || *art ? st : im_error(IM_ERR_NOMEM, "out of memory");
+  }
+  im_track_client_t *c = NULL;
+  char *run_id = NULL, *path = NULL, *onnx = im_path_join(dir, "model.onnx"), *mlmodel = im_path_join(dir, "MLmodel");
+  char *onnx_art = NULL, *mlmodel_art = NULL;
+  if (!onnx || !mlmodel) st = im_error(IM_ERR_NOMEM, "out of memory");
+  if (!st) st = im_track_client_open(home, &c);
+  if (!st) st = im_track_client_model_run_path(c, model, &run_id, &path);
+  if (!st && (!(onnx_art = *path ? im_path_join(path, "model.onnx") : im_strdup("model.onnx")) ||
+              !(mlmodel_art = *path ? im_path_join(path, "MLmodel") : im_strdup("MLmodel"))))
+    st = im_error(IM_ERR_NOMEM, "out of memory");
+  /* the file first: the flavor never names a file the run does not have */
+  if (!st) st = im_track_client_log_artifacts(c, run_id, onnx, onnx_art);
+  if (!st) st = im_track_client_log_artifacts(c, run_id, mlmodel, mlmodel_art);
+  if (!st) {
+    *art = onnx_art;
+    onnx_art = NULL;
+  }
+  im_track_client_close(c);
+  im_free(run_id);
+  im_free(path);
+  im_free(onnx);
+  im_free(mlmodel);
+  im_free(onnx_art);
+  im_free(mlmodel_art);
+  return st;
+}
 
 static int export_onnx(int argc, char **argv) {
   enum { O_PRE = 256, O_PROBS, O_OPSET, O_HOME, O_NOTRACK, O_JSON };
@@ -76,11 +120,6 @@ static int export_onnx(int argc, char **argv) {
   }
   if (argc - optind != 2) return cli_usage_error(cmd, "needs MODEL and OUT.onnx (see imops export onnx --help)");
   const char *model = argv[optind], *out = argv[optind + 1];
-  if (home && (!strncmp(home, "http://", 7) || !strncmp(home, "https://", 8))) {
-    fprintf(stderr, "imops export onnx: --tracking-home %s: remote tracking servers are not supported yet; use a "
-                    "workspace path\n", home);
-    return CLI_FAIL;
-  }
   struct stat sb;
   if (stat(out, &sb) == 0 && S_ISDIR(sb.st_mode))
     return cli_usage_error(cmd, "%s is a directory; give the output file's name (e.g. %s/model.onnx)", out, out);
@@ -108,10 +147,11 @@ static int export_onnx(int argc, char **argv) {
   const char *run_id = im_train_model_run_id(m);
   const int from_store = !strncasecmp(model, "runs:", 5) || !strncasecmp(model, "models:", 7);
   int tracked = 0;
+  char *art = NULL;
   if (track && from_store) {
-    if ((st = im_onnx_bundle_add(im_train_model_dir(m), out, &o))) {
+    if ((st = log_to_run(model, home, im_train_model_dir(m), out, &o, &art))) {
       im_train_model_close(m);
-      return cli_fail(cmd, st, "logging model/model.onnx to the run");
+      return cli_fail(cmd, st, "logging model.onnx to the run");
     }
     tracked = 1;
   }
@@ -121,7 +161,7 @@ static int export_onnx(int argc, char **argv) {
                           im_onnx_ir_version(o.opset), "with_preprocess", o.with_preprocess, "probabilities",
                           o.probabilities, "tracked", tracked);
     json_object_set_new(j, "run_id", run_id ? json_string(run_id) : json_null());
-    if (tracked) json_object_set_new(j, "artifact", json_string("model/model.onnx"));
+    if (tracked) json_object_set_new(j, "artifact", json_string(art));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (s) puts(s);
     free(s);
@@ -129,8 +169,9 @@ static int export_onnx(int argc, char **argv) {
   } else {
     printf("wrote %s (%s, %zu bytes, opset %d%s%s)\n", out, im_nn_model_arch(nn), len, o.opset,
            o.with_preprocess ? ", takes 0-255 pixels" : "", o.probabilities ? ", with probabilities" : "");
-    if (tracked) printf("logged to run %s as model/model.onnx (MLmodel flavor onnx)\n", run_id ? run_id : "?");
+    if (tracked) printf("logged to run %s as %s (MLmodel flavor onnx)\n", run_id ? run_id : "?", art);
   }
+  im_free(art);
   im_train_model_close(m);
   return CLI_OK;
 }

@@ -87,11 +87,22 @@ static im_status_t emb_fetch_model(im_track_client_t *c, const char *uri, const 
   return st;
 }
 
+static im_status_t emb_model_location(im_track_client_t *c, const char *uri, char **loc, char **run_id) {
+  im_track_uri_t *u = NULL;
+  im_status_t st = im_track_resolve_uri(c->store, uri, &u);
+  if (st) return st;
+  const char *where = u->source && *u->source ? u->source : u->location;
+  if (!(*loc = im_strdup(where ? where : ""))) st = im_error(IM_ERR_NOMEM, "out of memory");
+  if (!st && u->run_id && *u->run_id && !(*run_id = im_strdup(u->run_id))) st = im_error(IM_ERR_NOMEM, "out of memory");
+  im_track_uri_free(u);
+  return st;
+}
+
 static void emb_close(im_track_client_t *c) { im_track_close(c->store); }
 
 static const im__trk_client_ops_t embedded_ops = {
-    emb_experiment_id, emb_run_create, emb_run_get,       emb_run_update,  emb_set_tag,
-    emb_log_batch,     emb_history,    emb_log_artifacts, emb_fetch_model, emb_close,
+    emb_experiment_id, emb_run_create,  emb_run_get,        emb_run_update,  emb_set_tag, emb_log_batch,
+    emb_history,       emb_log_artifacts, emb_fetch_model, emb_model_location, emb_close,
 };
 
 /* ---- shared ---------------------------------------------------------------------------------- */
@@ -224,5 +235,53 @@ im_status_t im_track_client_fetch_model(im_track_client_t *c, const char *uri, c
       *run_id = NULL;
     }
   }
+  return st;
+}
+
+/* rel of loc below the artifact root (loc itself or root/...), or NULL. */
+static const char *below_root(const char *loc, const char *root) {
+  size_t n = strlen(root);
+  while (n && root[n - 1] == '/') n--;
+  if (!n || strncmp(loc, root, n)) return NULL;
+  if (!loc[n]) return loc + n;
+  return loc[n] == '/' ? loc + n + 1 : NULL;
+}
+
+im_status_t im_track_client_model_run_path(im_track_client_t *c, const char *uri, char **run_id, char **path) {
+  *run_id = *path = NULL;
+  im_track_uri_t *u = NULL;
+  im_status_t st = im_track_uri_parse(uri, &u);
+  char *loc = NULL, *rid = NULL;
+  if (!st && u->kind == IM_TRACK_URI_MODELS) {
+    st = c->ops->model_location(c, uri, &loc, &rid);
+    if (!st && !strncasecmp(loc, "runs:", 5)) { /* the registered source names the run and path */
+      im_track_uri_free(u);
+      u = NULL;
+      st = im_track_uri_parse(loc, &u);
+    } else if (!st && !rid) {
+      st = im_error(IM_ERR_NOT_FOUND, "%s: the registered version names no run", uri);
+    } else if (!st) {
+      im_track_run_t *r = NULL;
+      const char *rel = NULL;
+      if (!(st = c->ops->run_get(c, rid, &r)) && !(rel = below_root(loc, r->artifact_uri)))
+        st = im_error(IM_ERR_NOT_FOUND, "%s: its files (%s) are not inside the artifacts of run %s (%s)", uri, loc, rid,
+                      r->artifact_uri);
+      if (!st && (!(*path = im_strdup(rel)) || !(*run_id = im_strdup(rid)))) st = im_error(IM_ERR_NOMEM, "out of memory");
+      im_track_run_free(r);
+    }
+  } else if (!st && u->kind != IM_TRACK_URI_RUNS) {
+    st = im_error(IM_ERR_ARG, "%s is not a runs:/ or models:/ URI", uri);
+  }
+  if (!st && !*path) { /* a runs:/ URI */
+    if (!(*run_id = im_strdup(u->run_id)) || !(*path = im_strdup(u->path))) st = im_error(IM_ERR_NOMEM, "out of memory");
+  }
+  if (st) {
+    im_free(*run_id);
+    im_free(*path);
+    *run_id = *path = NULL;
+  }
+  im_track_uri_free(u);
+  im_free(loc);
+  im_free(rid);
   return st;
 }

@@ -21,6 +21,8 @@ typedef struct {
                                const char *artifact_path);
   im_status_t (*fetch_model)(im_track_client_t *c, const char *uri, const char *cache_dir, char **local_dir,
                              char **run_id);
+  /* where a models:/ URI's files are (a runs:/ URI or an artifact URI) and its run (NULL when none) */
+  im_status_t (*model_location)(im_track_client_t *c, const char *uri, char **loc, char **run_id);
   void (*close)(im_track_client_t *c);
 } im__trk_client_ops_t;
 

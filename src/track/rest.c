@@ -517,27 +517,47 @@ static im_status_t model_location(im_track_client_t *c, const im_track_uri_t *u,
   return st ? st : version_location(c, u->name, ver, loc, run_id);
 }
 
-static im_status_t rest_fetch_model(im_track_client_t *c, const char *uri, const char *cache_dir, char **local_dir,
-                                    char **run_id) {
-  im_track_uri_t *u = NULL;
+/* Where a model URI's files are on the server (an artifact URI) and its run. */
+static im_status_t rest_model_location(im_track_client_t *c, const char *uri, char **loc, char **rid) {
+  im_track_uri_t *u = NULL, *u2 = NULL;
   im_status_t st = im_track_uri_parse(uri, &u);
   if (st) return st;
-  char *loc = NULL, *rid = NULL;
   if (u->kind == IM_TRACK_URI_RUNS) {
     im_track_run_t *r = NULL;
     if (!(st = rest_run_get(c, u->run_id, &r))) {
-      loc = *u->path ? im__trk_join_uri(r->artifact_uri, u->path) : im_strdup(r->artifact_uri);
-      rid = im_strdup(r->run_id);
-      if (!loc || !rid) st = im_error(IM_ERR_NOMEM, "out of memory");
+      *loc = *u->path ? im__trk_join_uri(r->artifact_uri, u->path) : im_strdup(r->artifact_uri);
+      *rid = im_strdup(r->run_id);
+      if (!*loc || !*rid) st = im_error(IM_ERR_NOMEM, "out of memory");
     }
     im_track_run_free(r);
   } else if (u->kind == IM_TRACK_URI_MODELS) {
-    st = model_location(c, u, &loc, &rid);
+    st = model_location(c, u, loc, rid);
+    if (!st && !strncasecmp(*loc, "runs:", 5)) { /* mlflow server hands out a runs:/ source as it is */
+      char *src = *loc, *r2 = NULL;
+      *loc = NULL;
+      st = im_track_uri_parse(src, &u2) ? im_error(IM_ERR_FORMAT, "%s: bad source %s", uri, src)
+           : u2->kind != IM_TRACK_URI_RUNS ? im_error(IM_ERR_FORMAT, "%s: bad source %s", uri, src)
+                                            : rest_model_location(c, src, loc, &r2);
+      if (!st && !*rid) {
+        *rid = r2;
+        r2 = NULL;
+      }
+      im_free(r2);
+      im_free(src);
+    }
   } else {
-    loc = im_strdup(uri);
-    if (!loc) st = im_error(IM_ERR_NOMEM, "out of memory");
+    *loc = im_strdup(uri);
+    if (!*loc) st = im_error(IM_ERR_NOMEM, "out of memory");
   }
   im_track_uri_free(u);
+  im_track_uri_free(u2);
+  return st;
+}
+
+static im_status_t rest_fetch_model(im_track_client_t *c, const char *uri, const char *cache_dir, char **local_dir,
+                                    char **run_id) {
+  char *loc = NULL, *rid = NULL;
+  im_status_t st = rest_model_location(c, uri, &loc, &rid);
   char *rel = loc ? proxy_rel(loc) : NULL;
   if (!st && !rel && !strncasecmp(loc, "runs:", 5)) { /* a version whose download URI is still runs:/ */
     im_free(rid);
@@ -587,6 +607,6 @@ static void rest_close(im_track_client_t *c) {
 }
 
 const im__trk_client_ops_t im__trk_rest_ops = {
-    rest_experiment_id, rest_run_create, rest_run_get,       rest_run_update,  rest_set_tag,
-    rest_log_batch,     rest_history,    rest_log_artifacts, rest_fetch_model, rest_close,
+    rest_experiment_id, rest_run_create,    rest_run_get,     rest_run_update,     rest_set_tag, rest_log_batch,
+    rest_history,       rest_log_artifacts, rest_fetch_model, rest_model_location, rest_close,
 };

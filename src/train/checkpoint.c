@@ -4,10 +4,12 @@
  * new manifest.json (sizes and hashes of the three files) is written last,
  * atomically. Files of older checkpoints are removed afterwards. A reader
  * verifies every file against the manifest and falls back to the previous
- * checkpoint when the current one is damaged. */
+ * checkpoint when the current one is damaged. The trainer state's JSON is
+ * parsed and checked here too (im__train_state_parse). */
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,9 @@
 #define CKPT_FORMAT "imops-checkpoint"
 #define CKPT_VERSION 1
 #define MAX_MANIFEST (1u << 20)
+#define TRAINER_FORMAT "imops-trainer-state"
+#define TRAINER_VERSION 1
+#define MAX_HISTORY 1000000
 
 static const char *const roles[3] = {"state", "optim", "trainer"};
 static const char *const exts[3] = {"safetensors", "safetensors", "json"};
@@ -300,4 +305,122 @@ im_status_t im_train_checkpoint_open(const char *dir, im_train_checkpoint_t **ou
   }
   *out = c;
   return IM_OK;
+}
+
+/* ---- the trainer state ---- */
+
+void im__train_state_free(im__train_state_t *s) {
+  if (!s) return;
+  json_decref(s->root);
+  im_free(s->hist);
+  memset(s, 0, sizeof *s);
+}
+
+/* A counter that must be an integer >= 0 (absent: IM_ERR_FORMAT). */
+static im_status_t state_count(const json_t *j, const char *key, int64_t *out) {
+  const json_t *v = json_object_get(j, key);
+  if (!json_is_integer(v) || json_integer_value(v) < 0)
+    return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state's \"%s\" is %s", key,
+                    v ? "not a count (an integer >= 0)" : "missing");
+  *out = json_integer_value(v);
+  return IM_OK;
+}
+
+/* A finite number (absent: IM_ERR_FORMAT). */
+static im_status_t state_real(const json_t *j, const char *key, double *out) {
+  const json_t *v = json_object_get(j, key);
+  if (!json_is_number(v) || !isfinite(json_number_value(v)))
+    return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state's \"%s\" is %s", key,
+                    v ? "not a finite number" : "missing");
+  *out = json_number_value(v);
+  return IM_OK;
+}
+
+/* A number, null or absent (NaN: not known). */
+static double state_opt_real(const json_t *j, const char *key) {
+  const json_t *v = json_object_get(j, key);
+  return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static const char *state_str(const json_t *j, const char *key) {
+  const char *v = json_string_value(json_object_get(j, key));
+  return v && *v ? v : NULL;
+}
+
+static im_status_t state_rng(const json_t *jr, im_rng_t *rng) {
+  int ok = json_array_size(jr) == 4;
+  for (int k = 0; ok && k < 4; k++) {
+    const char *h = json_string_value(json_array_get(jr, (size_t)k));
+    char *end = NULL;
+    ok = h && strlen(h) == 16 && strspn(h, "0123456789abcdefABCDEF") == 16;
+    if (ok) rng->s[k] = strtoull(h, &end, 16);
+    ok = ok && end && *end == '\0';
+  }
+  if (!ok || !(rng->s[0] | rng->s[1] | rng->s[2] | rng->s[3]))
+    return im_error(IM_ERR_FORMAT, "checkpoint: the model's random stream state is damaged");
+  return IM_OK;
+}
+
+static im_status_t state_history(const json_t *a, im__train_state_t *s) {
+  if (a && !json_is_array(a)) return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state's \"history\" is not a list");
+  size_t n = json_array_size(a);
+  if (n > MAX_HISTORY) return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state has %zu epochs of history", n);
+  if (n && !(s->hist = im_calloc(n, sizeof *s->hist))) return im_error(IM_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    const json_t *h = json_array_get(a, i);
+    int64_t epoch;
+    if (!json_is_object(h) || state_count(h, "epoch", &epoch))
+      return im_error(IM_ERR_FORMAT, "checkpoint: history entry %zu of the trainer state is damaged", i);
+    s->hist[s->n_hist++] = (im_train_epoch_t){.epoch = epoch,
+                                             .train_loss = state_opt_real(h, "train_loss"),
+                                             .train_accuracy = state_opt_real(h, "train_accuracy"),
+                                             .val_loss = state_opt_real(h, "val_loss"),
+                                             .val_accuracy = state_opt_real(h, "val_accuracy"),
+                                             .lr = state_opt_real(h, "lr"),
+                                             .epoch_seconds = state_opt_real(h, "epoch_seconds"),
+                                             .images_per_second = state_opt_real(h, "images_per_second"),
+                                             .val_seconds = state_opt_real(h, "val_seconds")};
+  }
+  return IM_OK;
+}
+
+im_status_t im__train_state_parse(const void *data, size_t len, im_train_opts_t *o, im__train_state_t *s) {
+  memset(s, 0, sizeof *s);
+  json_error_t err;
+  json_t *j = s->root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &err);
+  if (!j) return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state is not JSON (line %d: %s)", err.line, err.text);
+  const char *fmt = json_string_value(json_object_get(j, "format"));
+  if (!json_is_object(j) || !fmt || strcmp(fmt, TRAINER_FORMAT) != 0)
+    return im_error(IM_ERR_FORMAT, "checkpoint: not an imops trainer state (format %s)", TRAINER_FORMAT);
+  if (json_integer_value(json_object_get(j, "version")) != TRAINER_VERSION)
+    return im_error(IM_ERR_FORMAT, "checkpoint: trainer state version %lld; this imops reads version %d",
+                    (long long)json_integer_value(json_object_get(j, "version")), TRAINER_VERSION);
+  im_status_t st;
+  if ((st = im__train_opts_from_json(json_object_get(j, "options"), o))) return st;
+  struct {
+    const char *key;
+    int64_t *v;
+  } counts[] = {{"epoch", &s->epoch},           {"batch", &s->batch},           {"global_step", &s->global_step},
+                {"steps_per_epoch", &s->steps_per_epoch}, {"epoch_correct", &s->epoch_correct},
+                {"epoch_count", &s->epoch_count}, {"log_correct", &s->log_correct}, {"log_count", &s->log_count},
+                {"best_epoch", &s->best_epoch}, {"bad_epochs", &s->bad_epochs}};
+  for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+    if ((st = state_count(j, counts[i].key, counts[i].v))) return st;
+  if (s->batch > s->steps_per_epoch || s->epoch_correct > s->epoch_count || s->log_correct > s->log_count)
+    return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state's counters do not fit together");
+  if ((st = state_real(j, "epoch_loss_sum", &s->epoch_loss_sum)) || (st = state_real(j, "epoch_seconds", &s->epoch_seconds)) ||
+      (st = state_real(j, "log_loss_sum", &s->log_loss_sum)))
+    return st;
+  s->best_val = state_opt_real(j, "best_val_accuracy");
+  s->finished = json_is_true(json_object_get(j, "finished"));
+  if (!(s->data_hash = state_str(j, "data_hash")))
+    return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state names no data (\"data_hash\")");
+  s->run_id = state_str(j, "run_id");
+  s->run_name = state_str(j, "run_name");
+  const json_t *jr = json_object_get(j, "model_rng");
+  if (jr) { /* absent in checkpoints of older versions: the stream restarts from the seed */
+    if ((st = state_rng(jr, &s->rng))) return st;
+    s->has_rng = 1;
+  }
+  return state_history(json_object_get(j, "history"), s);
 }

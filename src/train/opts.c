@@ -1,6 +1,8 @@
 /* Training options: defaults, the names of optimizers and schedules, and one
  * table of fields that turns options into JSON (stored in checkpoints, so a
  * resumed run has the same options) and into MLflow params. */
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -132,12 +134,17 @@ im_status_t im__train_opts_from_json(const json_t *j, im_train_opts_t *o) {
     json_t *v = json_object_get(j, fields[i].name);
     if (!v) continue;
     void *p = base + fields[i].off;
+    const double num = json_number_value(v);
+    const int64_t iv = json_integer_value(v);
+    if ((fields[i].type == F_INT && (iv < INT_MIN || iv > INT_MAX)) ||
+        (fields[i].type == F_FLT && !(fabs(num) <= FLT_MAX)))
+      return im_error(IM_ERR_FORMAT, "checkpoint: option %s is out of range", fields[i].name);
     switch (fields[i].type) {
       case F_STR: *(const char **)p = json_string_value(v); break;
-      case F_INT: *(int *)p = (int)json_integer_value(v); break;
-      case F_I64: *(int64_t *)p = json_integer_value(v); break;
-      case F_DBL: *(double *)p = json_number_value(v); break;
-      case F_FLT: *(float *)p = (float)json_number_value(v); break;
+      case F_INT: *(int *)p = (int)iv; break;
+      case F_I64: *(int64_t *)p = iv; break;
+      case F_DBL: *(double *)p = num; break;
+      case F_FLT: *(float *)p = (float)num; break;
       case F_U64: *(uint64_t *)p = (uint64_t)json_integer_value(v); break;
       case F_OPTIM: {
         int k = im_train_optim_parse(json_string_value(v));

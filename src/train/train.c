@@ -15,7 +15,8 @@
 /* Everything one call works with. */
 typedef struct {
   im_train_opts_t o;
-  json_t *resume_state; /* the checkpoint's trainer JSON (option strings point into it) */
+  im__train_state_t rs; /* the checkpoint's trainer state (option strings point into it) */
+  int resuming;
   im_train_checkpoint_t *ck;
   im_backend_t *be;
   im__train_data_t data;
@@ -49,8 +50,9 @@ typedef struct {
   double last_ckpt;
 } trainer_t;
 
+#define MAX_TRAINER_STATE (256u << 20)
+
 static json_t *jreal(double v) { return isfinite(v) ? json_real(v) : json_null(); }
-static double jnum(const json_t *v) { return json_is_number(v) ? json_number_value(v) : NAN; }
 
 static void warn_store(trainer_t *t, const char *what) {
   im_log(IM_LOG_WARN, "tracking: %s: %s", what, im_last_error());
@@ -125,55 +127,29 @@ static im_status_t hist_push(trainer_t *t, const im_train_epoch_t *e) {
   return IM_OK;
 }
 
-/* Restores the counters and history from the checkpoint's trainer JSON. */
-static im_status_t restore_state(trainer_t *t, const json_t *j) {
-  t->epoch = json_integer_value(json_object_get(j, "epoch"));
-  t->batch = json_integer_value(json_object_get(j, "batch"));
-  t->gstep = json_integer_value(json_object_get(j, "global_step"));
-  t->ep_loss_sum = jnum(json_object_get(j, "epoch_loss_sum"));
-  t->ep_correct = json_integer_value(json_object_get(j, "epoch_correct"));
-  t->ep_count = json_integer_value(json_object_get(j, "epoch_count"));
-  t->ep_seconds = jnum(json_object_get(j, "epoch_seconds"));
-  t->log_loss_sum = jnum(json_object_get(j, "log_loss_sum"));
-  t->log_correct = json_integer_value(json_object_get(j, "log_correct"));
-  t->log_count = json_integer_value(json_object_get(j, "log_count"));
-  t->best_val = jnum(json_object_get(j, "best_val_accuracy"));
-  t->best_epoch = json_integer_value(json_object_get(j, "best_epoch"));
-  t->bad_epochs = json_integer_value(json_object_get(j, "bad_epochs"));
-  t->finished = json_is_true(json_object_get(j, "finished"));
-  if (!isfinite(t->ep_loss_sum) || !isfinite(t->ep_seconds) || !isfinite(t->log_loss_sum))
-    return im_error(IM_ERR_FORMAT, "checkpoint: the trainer state is incomplete");
-  const json_t *jr = json_object_get(j, "model_rng");
-  if (jr) { /* absent in checkpoints of older versions: the stream restarts from the seed */
-    im_rng_t rng;
-    int ok = json_array_size(jr) == 4;
-    for (int k = 0; ok && k < 4; k++) {
-      const char *h = json_string_value(json_array_get(jr, (size_t)k));
-      char *end = NULL;
-      ok = h && strlen(h) == 16 && strspn(h, "0123456789abcdefABCDEF") == 16;
-      if (ok) rng.s[k] = strtoull(h, &end, 16);
-      ok = ok && end && *end == '\0';
-    }
-    if (!ok || !(rng.s[0] | rng.s[1] | rng.s[2] | rng.s[3]))
-      return im_error(IM_ERR_FORMAT, "checkpoint: the model's random stream state is damaged");
-    im_nn_rng_set(t->m, &rng);
-  }
-  size_t i;
-  json_t *h;
-  json_array_foreach(json_object_get(j, "history"), i, h) {
-    im_train_epoch_t e = {.epoch = json_integer_value(json_object_get(h, "epoch")),
-                          .train_loss = jnum(json_object_get(h, "train_loss")),
-                          .train_accuracy = jnum(json_object_get(h, "train_accuracy")),
-                          .val_loss = jnum(json_object_get(h, "val_loss")),
-                          .val_accuracy = jnum(json_object_get(h, "val_accuracy")),
-                          .lr = jnum(json_object_get(h, "lr")),
-                          .epoch_seconds = jnum(json_object_get(h, "epoch_seconds")),
-                          .images_per_second = jnum(json_object_get(h, "images_per_second")),
-                          .val_seconds = jnum(json_object_get(h, "val_seconds"))};
-    im_status_t st = hist_push(t, &e);
-    if (st) return st;
-  }
-  return IM_OK;
+/* Restores the counters, history and random stream from the checkpoint's trainer state. */
+static void restore_state(trainer_t *t) {
+  im__train_state_t *r = &t->rs;
+  t->epoch = r->epoch;
+  t->batch = r->batch;
+  t->gstep = r->global_step;
+  t->ep_loss_sum = r->epoch_loss_sum;
+  t->ep_correct = r->epoch_correct;
+  t->ep_count = r->epoch_count;
+  t->ep_seconds = r->epoch_seconds;
+  t->log_loss_sum = r->log_loss_sum;
+  t->log_correct = r->log_correct;
+  t->log_count = r->log_count;
+  t->best_val = r->best_val;
+  t->best_epoch = r->best_epoch;
+  t->bad_epochs = r->bad_epochs;
+  t->finished = r->finished;
+  if (r->has_rng) im_nn_rng_set(t->m, &r->rng);
+  im_free(t->hist); /* the history moves over */
+  t->hist = r->hist;
+  t->n_hist = t->cap_hist = r->n_hist;
+  r->hist = NULL;
+  r->n_hist = 0;
 }
 
 /* ---- checkpoints ---- */
@@ -419,7 +395,7 @@ static void trainer_free(trainer_t *t) {
   im_backend_free(t->be);
   im__train_data_free(&t->data);
   im_train_checkpoint_free(t->ck);
-  json_decref(t->resume_state);
+  im__train_state_free(&t->rs);
   im_track_client_close(t->store);
   im_free(t->pending);
   im_free(t->hist);
@@ -680,13 +656,13 @@ static im_status_t setup(trainer_t *t, const im_train_opts_t *in) {
   im_train_opts_t *o = &t->o;
   if (in->resume) {
     if ((st = im_train_checkpoint_open(in->resume, &t->ck))) return st;
-    json_error_t err;
-    if (!(t->resume_state = json_load_file(t->ck->trainer_path, 0, &err)))
-      return im_error(IM_ERR_FORMAT, "%s: %s", t->ck->trainer_path, err.text);
-    const char *fmt = json_string_value(json_object_get(t->resume_state, "format"));
-    if (!fmt || strcmp(fmt, "imops-trainer-state") != 0)
-      return im_error(IM_ERR_FORMAT, "%s is not an imops trainer state", t->ck->trainer_path);
-    if ((st = im__train_opts_from_json(json_object_get(t->resume_state, "options"), o))) return st;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if ((st = im_file_read(t->ck->trainer_path, MAX_TRAINER_STATE, &bytes, &len))) return st;
+    t->resuming = 1;
+    st = im__train_state_parse(bytes, len, o, &t->rs);
+    im_free(bytes);
+    if (st) return im_error(st, "%s: %s", t->ck->trainer_path, im_last_error());
     if (in->epochs > 0) o->epochs = in->epochs;
     o->resume = in->resume;
     o->device = in->device;
@@ -713,12 +689,12 @@ static im_status_t setup(trainer_t *t, const im_train_opts_t *in) {
   if ((st = im__train_data_open(o->data_dir, o->img_size, o->prep_progress, o->user, &t->data))) return st;
   o->data_dir = t->data.dir;
   o->img_size = t->data.img_size;
-  if (t->resume_state) {
-    const char *h = json_string_value(json_object_get(t->resume_state, "data_hash"));
-    if (!h || strcmp(h, t->data.hash) != 0)
+  if (t->resuming) {
+    const char *h = t->rs.data_hash;
+    if (strcmp(h, t->data.hash) != 0)
       return im_error(IM_ERR_STATE, "the data in %s changed since the checkpoint (content hash %s, was %s); resume "
                       "needs the same data",
-                      t->data.dir, t->data.hash, h ? h : "?");
+                      t->data.dir, t->data.hash, h);
   }
   im_nn_model_opts_t mo = {.num_classes = t->data.n_classes, .in_channels = t->data.channels, .width = o->width,
                            .dropout = o->dropout, .drop_path = o->drop_path, .seed = o->seed};
@@ -747,9 +723,9 @@ static im_status_t setup(trainer_t *t, const im_train_opts_t *in) {
   t->spe = im_loader_batches(t->train);
   if ((st = make_sched(t))) return st;
   t->best_val = NAN;
-  if (t->resume_state) {
-    if ((st = restore_state(t, t->resume_state))) return st;
-    if (json_integer_value(json_object_get(t->resume_state, "steps_per_epoch")) != t->spe)
+  if (t->resuming) {
+    restore_state(t);
+    if (t->rs.steps_per_epoch != t->spe)
       return im_error(IM_ERR_STATE, "the checkpoint has another number of steps per epoch; resume needs the same data "
                       "and batch size");
     if ((st = load_state_file(t->m, t->ck->state_path))) return st;
@@ -760,10 +736,10 @@ static im_status_t setup(trainer_t *t, const im_train_opts_t *in) {
   if (t->store) {
     if (!(t->pending = im_malloc(sizeof *t->pending * IM_TRACK_MAX_BATCH_METRICS)))
       return im_error(IM_ERR_NOMEM, "out of memory");
-    const char *rid = t->resume_state ? json_string_value(json_object_get(t->resume_state, "run_id")) : NULL;
+    const char *rid = t->resuming ? t->rs.run_id : NULL;
     if ((st = start_run(t, rid))) return st;
-  } else if (t->resume_state) {
-    const char *rn = json_string_value(json_object_get(t->resume_state, "run_name"));
+  } else if (t->resuming) {
+    const char *rn = t->rs.run_name;
     if (rn && !(t->run_name = im_strdup(rn))) return im_error(IM_ERR_NOMEM, "out of memory");
   }
   /* Directories: the output keeps its place across resumes. */

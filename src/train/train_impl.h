@@ -41,6 +41,32 @@ im_status_t im__train_ckpt_write(const char *dir, const im_nn_model_t *m, const 
                                  const char *trainer_json, int64_t epoch, int64_t batch, int64_t global_step,
                                  const char *run_id);
 
+/** A checkpoint's trainer state (its trainer JSON), parsed and checked. The
+ * strings, and the string options set by im__train_state_parse, point into
+ * root. */
+typedef struct {
+  json_t *root;
+  int64_t epoch, batch, global_step, steps_per_epoch;
+  double epoch_loss_sum, epoch_seconds, log_loss_sum;
+  int64_t epoch_correct, epoch_count, log_correct, log_count;
+  double best_val; /* NaN before the first validation */
+  int64_t best_epoch, bad_epochs;
+  int finished;
+  int has_rng; /* model_rng present (older checkpoints have none) */
+  im_rng_t rng;
+  im_train_epoch_t *hist;
+  size_t n_hist;
+  const char *data_hash, *run_id, *run_name; /* NULL when absent (data_hash is required) */
+} im__train_state_t;
+
+/** Parses the trainer JSON of a checkpoint (len bytes): format and version,
+ * counters, history and the model's random stream, and sets the options
+ * found in it over *o. Anything missing, of the wrong type or out of range is
+ * IM_ERR_FORMAT with a message naming it. Free with im__train_state_free
+ * (also after a failure). */
+im_status_t im__train_state_parse(const void *data, size_t len, im_train_opts_t *o, im__train_state_t *s);
+void im__train_state_free(im__train_state_t *s);
+
 /* ---- tracking (track.c) ---- */
 /** Opens the tracking client (im_track_client_open: the workspace store, or REST for http(s)://). */
 im_status_t im__train_store_open(const char *uri, im_track_client_t **out);

@@ -311,6 +311,39 @@ static void test_embedded_client(void **state) {
   assert_int_equal(stat(tu_path(dir, "MLmodel"), &sb), 0);
   im_free(dir);
   im_free(got_run);
+  /* the run and artifact path behind runs:/ and models:/ URIs (a runs:/ source, and
+   * a source inside the run's artifact URI) */
+  char *prun = NULL, *ppath = NULL;
+  OK(im_track_client_model_run_path(c, uri, &prun, &ppath));
+  assert_string_equal(prun, rid);
+  assert_string_equal(ppath, "model");
+  im_free(prun);
+  im_free(ppath);
+  im_track_store_t *s = im_track_client_store(c);
+  OK(im_track_model_create(s, "m", NULL, NULL, 0, NULL));
+  OK(im_track_client_run_get(c, rid, &r));
+  char src2[600];
+  snprintf(src2, sizeof src2, "%s/model", r->artifact_uri);
+  im_track_run_free(r);
+  im_track_model_version_create_t vc1 = {.name = "m", .source = uri, .run_id = rid};
+  im_track_model_version_create_t vc2 = {.name = "m", .source = src2, .run_id = rid};
+  im_track_model_version_t *v = NULL;
+  OK(im_track_model_version_create(s, &vc1, &v));
+  im_track_model_version_free(v);
+  OK(im_track_model_version_create(s, &vc2, &v));
+  im_track_model_version_free(v);
+  for (int k = 1; k <= 2; k++) {
+    char muri[64];
+    snprintf(muri, sizeof muri, "models:/m/%d", k);
+    OK(im_track_client_model_run_path(c, muri, &prun, &ppath));
+    assert_string_equal(prun, rid);
+    assert_string_equal(ppath, "model");
+    im_free(prun);
+    im_free(ppath);
+  }
+  assert_int_equal(im_track_client_model_run_path(c, "s3://b/k", &prun, &ppath), IM_ERR_ARG);
+  assert_null(prun);
+  assert_int_equal(im_track_client_model_run_path(c, "models:/m/9", &prun, &ppath), IM_ERR_NOT_FOUND);
   im_track_run_update_t up = {.status = IM_TRACK_RUN_FINISHED, .end_time = 5};
   OK(im_track_client_run_update(c, rid, &up));
   OK(im_track_client_run_get(c, rid, &r));

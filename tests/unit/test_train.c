@@ -5,7 +5,8 @@
  * checkpoint verification and fallback, early stopping, evaluation metrics
  * against hand-computed values (confusion matrix, precision/recall/F1, ROC
  * AUC with ties), prediction parity with the cache, GPU devices refused,
- * and the tracked run (metrics, status, runs:/ URI, logged evaluation). */
+ * the trainer state's parser on a real state and damaged ones, and the
+ * tracked run (metrics, status, runs:/ URI, logged evaluation). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #include "imops/track.h"
 #include "imops/train.h"
 #include "testutil.h"
+#include "train/train_impl.h"
 
 #define OK(e) assert_int_equal((e), IM_OK)
 
@@ -412,6 +414,78 @@ static void test_checkpoint_damage(void **state) {
   tu_rmtree(t);
 }
 
+/* A copy of text with the first `from` replaced by `to` (from must occur). */
+static char *replaced(const char *text, const char *from, const char *to) {
+  const char *at = strstr(text, from);
+  assert_non_null(at);
+  size_t n = strlen(text) - strlen(from) + strlen(to) + 1, head = (size_t)(at - text);
+  char *r = malloc(n);
+  assert_non_null(r);
+  memcpy(r, text, head);
+  snprintf(r + head, n - head, "%s%s", to, at + strlen(from));
+  return r;
+}
+
+static void test_trainer_state_parse(void **state) {
+  const char *t = tu_tmpdir(), *out = tu_path(t, "out");
+  im_train_opts_t o = base_opts(out);
+  o.epochs = 1;
+  OK(im_train_run(&o, NULL));
+  im_train_checkpoint_t *c = NULL;
+  OK(im_train_checkpoint_open(tu_path(out, "last"), &c));
+  uint8_t *data = NULL;
+  size_t len = 0;
+  OK(im_file_read(c->trainer_path, 0, &data, &len));
+  im_train_checkpoint_free(c);
+  char *text = malloc(len + 1);
+  assert_non_null(text);
+  memcpy(text, data, len);
+  text[len] = '\0';
+  im_free(data);
+  /* the real state: its counters, history, random stream and options */
+  im_train_opts_t ro = im_train_defaults();
+  im__train_state_t s;
+  OK(im__train_state_parse(text, len, &ro, &s));
+  assert_int_equal(s.epoch, 1);
+  assert_int_equal(s.batch, 0);
+  assert_true(s.steps_per_epoch > 0);
+  assert_int_equal(s.global_step, s.steps_per_epoch);
+  assert_int_equal(s.n_hist, 1);
+  assert_int_equal(s.hist[0].epoch, 1);
+  assert_true(s.has_rng);
+  assert_non_null(s.data_hash);
+  assert_int_equal(ro.epochs, 1);
+  assert_int_equal(ro.batch_size, o.batch_size);
+  assert_string_equal(ro.model, o.model);
+  im__train_state_free(&s);
+  /* damaged states: IM_ERR_FORMAT naming what is wrong */
+  static const struct {
+    const char *from, *to, *msg;
+  } bad[] = {
+      {"\"batch\": 0", "\"batch\": 99999", "do not fit together"},
+      {"\"global_step\"", "\"global_step\": -3, \"x\"", "\"global_step\" is not a count"},
+      {"\"format\": \"imops-trainer-state\"", "\"format\": \"other\"", "not an imops trainer state"},
+      {"\"version\": 1", "\"version\": 7", "version 7"},
+      {"\"epoch_loss_sum\"", "\"epoch_loss_sum\": \"x\", \"y\"", "\"epoch_loss_sum\" is not a finite number"},
+      {"\"data_hash\"", "\"dat_hash\"", "data_hash"},
+      {"\"model_rng\": [", "\"model_rng\": [\"zz\", ", "random stream"},
+      {"\"dropout\": ", "\"dropout\": 1e300, \"x\": ", "dropout is out of range"},
+      {"\"history\": [", "\"history\": [7, ", "history entry 0"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char *b = replaced(text, bad[i].from, bad[i].to);
+    ro = im_train_defaults();
+    assert_int_equal(im__train_state_parse(b, strlen(b), &ro, &s), IM_ERR_FORMAT);
+    if (!strstr(im_last_error(), bad[i].msg)) fail_msg("case %zu: '%s' does not say '%s'", i, im_last_error(), bad[i].msg);
+    im__train_state_free(&s);
+    free(b);
+  }
+  assert_int_equal(im__train_state_parse("{", 1, &ro, &s), IM_ERR_FORMAT);
+  im__train_state_free(&s);
+  free(text);
+  tu_rmtree(t);
+}
+
 static void test_early_stopping(void **state) {
   const char *t = tu_tmpdir();
   im_train_opts_t o = base_opts(tu_path(t, "out"));
@@ -633,6 +707,7 @@ int main(void) {
       cmocka_unit_test(test_resume_is_exact),
       cmocka_unit_test(test_resume_with_dropout),
       cmocka_unit_test(test_checkpoint_damage),
+      cmocka_unit_test(test_trainer_state_parse),
       cmocka_unit_test(test_early_stopping),
       cmocka_unit_test(test_tracked_run),
   };
