@@ -221,6 +221,8 @@ def main():
     ap.add_argument("--max-latency-ms", type=int, default=20, help="imops' longest batching hold")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="compute threads of each server (IMOPS_NUM_THREADS; torch.set_num_threads); default all CPUs")
+    ap.add_argument("--imops-workers", type=int, default=1,
+                    help="imops serve --workers: inference workers, each with its own copy of the model")
     ap.add_argument("--json", help="write the results here too")
     a = ap.parse_args()
     a.imops, a.bentoml, a.work = (os.path.abspath(p) for p in (a.imops, a.bentoml, a.work))
@@ -253,7 +255,7 @@ def main():
     port = free_port()
     log(f"== imops serve ({a.imops})")
     s = Server("imops", [a.imops, "serve", model, "--host", "127.0.0.1", "--port", port, "--max-batch-size",
-                         a.max_batch_size, "--max-latency-ms", a.max_latency_ms],
+                         a.max_batch_size, "--max-latency-ms", a.max_latency_ms, "--workers", a.imops_workers],
                f"http://127.0.0.1:{port}/predict?format=classes", f"http://127.0.0.1:{port}/readyz", env=threads,
                logdir=work)
     try:

@@ -3,7 +3,9 @@ training img/s against PyTorch's best configuration (and its default), the
 ratio, peak RSS of both processes, imops' achieved training GFLOP/s (6 x
 forward MACs per image, the perf-anchors rule) as a share of the measured
 sgemm peak (the better of dnnl_sgemm and torch.mm), batch-64 inference img/s
-and batch-1 latency of both.
+and batch-1 latency of both. The FLOP count is that of direct convolution:
+imops' Winograd 3x3 convolutions do fewer multiplications, so its figure is
+"direct-equivalent" and can pass 100% of the GEMM peak.
 
   summarize.py RESULTS.jsonl [--json]"""
 import json
@@ -46,7 +48,7 @@ def main():
         print(json.dumps({"sgemm_peak": peaks, "rows": table}, indent=1))
         return
     print(f"sgemm peak (2048^3, 2 threads): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
-          + f" GFLOP/s; the table uses {peak:.1f}")
+          + f" GFLOP/s; the table uses {peak:.1f} (imops GFLOP/s count direct-convolution FLOPs)")
     print("Training, batch 64, 2 threads, img/s median of the reps (imops min-max); PyTorch: its best of default / malloc /"
           " malloc+channels_last; RSS: peak of each process after training")
     print("| model | input | imops img/s | PyTorch best (config) | PyTorch default | ratio | imops RSS MB | PyTorch RSS MB"

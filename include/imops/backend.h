@@ -80,6 +80,7 @@ typedef enum {
   IM_OP_NHWC_TO_NCHW,
   IM_OP_FILL,
   IM_OP_CONV2D_FORWARD_FUSED,
+  IM_OP_BATCHNORM_FORWARD_TRAIN_FUSED,
   IM_OP_COUNT_ /* not an op */
 } im_op_t;
 
@@ -169,6 +170,13 @@ typedef struct {
 } im_batchnorm_params_t;
 #define IM_BATCHNORM_DEFAULTS ((im_batchnorm_params_t){1e-5f, 0.1f})
 
+/** im_op_batchnorm_forward_train followed by act (IM_ACT_NONE or IM_ACT_RELU) on y in one pass: a
+ * training step's BN + ReLU. The ReLU's backward (from y) and the BN's backward (from x) are unchanged. */
+im_status_t im_op_batchnorm_forward_train_fused(im_backend_t *b, const im_batchnorm_params_t *p,
+                                                const im_tensor_t *x, const im_tensor_t *gamma,
+                                                const im_tensor_t *beta, im_tensor_t *running_mean,
+                                                im_tensor_t *running_var, im_act_t act, im_tensor_t *y,
+                                                im_tensor_t *save_mean, im_tensor_t *save_invstd);
 /** x [N,C,...], gamma [C], beta [C] (each may be NULL: 1 and 0), running_mean [C], running_var [C] (updated)
  * -> y like x, save_mean [C], save_invstd [C] (1/sqrt(var+eps), for backward), all assigned. Needs n > 1. */
 im_status_t im_op_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, const im_tensor_t *x,

@@ -18,7 +18,7 @@ static const char *const op_names[IM_OP_COUNT_] = {
     "global_avgpool_forward", "global_avgpool_backward", "linear_forward",          "linear_backward_data",
     "linear_backward_weight", "dropout_forward",         "dropout_backward",        "add",
     "add_backward",           "softmax_xent_forward",    "softmax_xent_backward",   "nchw_to_nhwc",
-    "nhwc_to_nchw",           "fill",                    "conv2d_forward_fused",
+    "nhwc_to_nchw",           "fill",                    "conv2d_forward_fused",    "batchnorm_forward_train_fused",
 };
 _Static_assert(sizeof op_names / sizeof *op_names == IM_OP_COUNT_, "one name per op");
 
@@ -80,6 +80,7 @@ static int has_member(const im_backend_i *i, im_op_t op) {
     case IM_OP_NHWC_TO_NCHW: return i->nhwc_to_nchw != NULL;
     case IM_OP_FILL: return i->fill != NULL;
     case IM_OP_CONV2D_FORWARD_FUSED: return i->conv2d_forward_fused != NULL;
+    case IM_OP_BATCHNORM_FORWARD_TRAIN_FUSED: return i->batchnorm_forward_train_fused != NULL;
     case IM_OP_COUNT_: break;
   }
   return 0;
@@ -440,12 +441,11 @@ static im_status_t opt_vec(const char *op, const char *what, const im_tensor_t *
   return t ? chk_numel(op, what, t, IM_F32, C) : IM_OK;
 }
 
-im_status_t im_op_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, const im_tensor_t *x,
-                                          const im_tensor_t *gamma, const im_tensor_t *beta, im_tensor_t *running_mean,
-                                          im_tensor_t *running_var, im_tensor_t *y, im_tensor_t *save_mean,
-                                          im_tensor_t *save_invstd) {
-  const char *op = "batchnorm_forward_train";
-  NEED_B(op);
+/* The checks of both training forwards; *blk: the activations are blocked. */
+static im_status_t bn_train_check(const char *op, im_backend_t *b, const im_batchnorm_params_t *p,
+                                  const im_tensor_t *x, const im_tensor_t *gamma, const im_tensor_t *beta,
+                                  im_tensor_t *running_mean, im_tensor_t *running_var, im_tensor_t *y,
+                                  im_tensor_t *save_mean, im_tensor_t *save_invstd, int *blk) {
   int64_t C, n;
   TRY(bn_params(op, p));
   TRY(bn_input(op, x, &C, &n));
@@ -466,10 +466,33 @@ im_status_t im_op_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_pa
     for (int j = 0; j < o; j++) TRY(chk_alias(op, out_names[o], outs[o], out_names[j], outs[j], 0));
   }
   PLAIN(op, gamma, beta, running_mean, running_var, save_mean, save_invstd);
+  return one_layout(op, b, 2, (const im_tensor_t *[]){x, y}, blk);
+}
+
+im_status_t im_op_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, const im_tensor_t *x,
+                                          const im_tensor_t *gamma, const im_tensor_t *beta, im_tensor_t *running_mean,
+                                          im_tensor_t *running_var, im_tensor_t *y, im_tensor_t *save_mean,
+                                          im_tensor_t *save_invstd) {
+  const char *op = "batchnorm_forward_train";
+  NEED_B(op);
   int blk;
-  TRY(one_layout(op, b, 2, (const im_tensor_t *[]){x, y}, &blk));
+  TRY(bn_train_check(op, b, p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, &blk));
   DISPATCH_L(blk, batchnorm_forward_train, op, p, x, gamma, beta, running_mean, running_var, y, save_mean,
              save_invstd);
+}
+
+im_status_t im_op_batchnorm_forward_train_fused(im_backend_t *b, const im_batchnorm_params_t *p,
+                                                const im_tensor_t *x, const im_tensor_t *gamma,
+                                                const im_tensor_t *beta, im_tensor_t *running_mean,
+                                                im_tensor_t *running_var, im_act_t act, im_tensor_t *y,
+                                                im_tensor_t *save_mean, im_tensor_t *save_invstd) {
+  const char *op = "batchnorm_forward_train_fused";
+  NEED_B(op);
+  if (act != IM_ACT_NONE && act != IM_ACT_RELU) return im_error(IM_ERR_ARG, "%s: unknown activation %d", op, (int)act);
+  int blk;
+  TRY(bn_train_check(op, b, p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, &blk));
+  DISPATCH_L(blk, batchnorm_forward_train_fused, op, p, x, gamma, beta, running_mean, running_var, act, y,
+             save_mean, save_invstd);
 }
 
 im_status_t im_op_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_params_t *p, const im_tensor_t *x,

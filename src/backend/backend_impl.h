@@ -148,6 +148,10 @@ struct im_backend_i {
   /** im_op_conv2d_forward_fused: conv2d_forward then the activation (act is IM_ACT_NONE or IM_ACT_RELU). */
   im_status_t (*conv2d_forward_fused)(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
                                       im__ct *bias, im_act_t act, im__t *y);
+  /** im_op_batchnorm_forward_train_fused: batchnorm_forward_train, then act on y. */
+  im_status_t (*batchnorm_forward_train_fused)(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x,
+                                               im__ct *gamma, im__ct *beta, im__t *running_mean, im__t *running_var,
+                                               im_act_t act, im__t *y, im__t *save_mean, im__t *save_invstd);
 };
 
 /** Wraps iface and ctx in a new handle (for backends' constructors). Fails with

@@ -208,8 +208,12 @@ im_status_t im__nn_layer_forward(im_nn_model_t *m, im__nn_node_t *nd, int traini
       if (!training)
         return im_op_batchnorm_forward_eval(be, &p, x, ent(m, nd->w), ent(m, nd->b), ent(m, nd->rm), ent(m, nd->rv),
                                             y);
-      im_status_t st = im_op_batchnorm_forward_train(be, &p, x, ent(m, nd->w), ent(m, nd->b), &m->ents[nd->rm].value,
-                                                     &m->ents[nd->rv].value, y, &nd->aux[0], &nd->aux[1]);
+      im_status_t st =
+          nd->act != IM_ACT_NONE
+              ? im_op_batchnorm_forward_train_fused(be, &p, x, ent(m, nd->w), ent(m, nd->b), &m->ents[nd->rm].value,
+                                                    &m->ents[nd->rv].value, nd->act, y, &nd->aux[0], &nd->aux[1])
+              : im_op_batchnorm_forward_train(be, &p, x, ent(m, nd->w), ent(m, nd->b), &m->ents[nd->rm].value,
+                                              &m->ents[nd->rv].value, y, &nd->aux[0], &nd->aux[1]);
       if (st == IM_OK) m->ents[nd->nbt].counter++;
       return st;
     }
@@ -217,7 +221,7 @@ im_status_t im__nn_layer_forward(im_nn_model_t *m, im__nn_node_t *nd, int traini
       const im_layernorm_params_t p = {nd->eps};
       return im_op_layernorm_forward(be, &p, x, ent(m, nd->w), ent(m, nd->b), y, &nd->aux[0], &nd->aux[1]);
     }
-    case IM__NN_RELU: return im_op_relu_forward(be, x, y);
+    case IM__NN_RELU: return nd->fused_away && training ? IM_OK : im_op_relu_forward(be, x, y);
     case IM__NN_GELU: return im_op_gelu_forward(be, x, y);
     case IM__NN_MAXPOOL: return im_op_maxpool2d_forward(be, &nd->pool, x, y, training ? &nd->aux[0] : NULL);
     case IM__NN_GAP: return im_op_global_avgpool_forward(be, x, y);

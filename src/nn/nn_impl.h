@@ -76,6 +76,7 @@ typedef struct {
   int ndim;
   int64_t shape[4];       /* output shape at the planned batch */
   im_layout_t layout;     /* of the output and its gradient (plan_layouts in plan.c) */
+  int fused_away;         /* a ReLU whose forward its batch norm does (act); its backward still runs */
   int n_cons, last_cons;  /* consumers, and the last one in topological order (-1 none) */
   int inplace;            /* the output shares in[0]'s buffer (and the gradients theirs) */
   int buf_out, buf_grad, buf_aux[2], buf_scratch; /* planner buffer ids, -1 none */

@@ -230,6 +230,21 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
     if (nd->op == IM__NN_ADD && nd->in[1] == nd->in[0]) continue;
     nd->inplace = 1;
   }
+  /* Training: a batch norm whose only consumer is an in-place ReLU writes relu(bn(x)) itself (one
+   * pass less over the activation); the ReLU's backward, from that shared output, is unchanged. */
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    nd->fused_away = 0;
+    if (nd->op == IM__NN_BN) nd->act = IM_ACT_NONE;
+  }
+  for (int i = 0; training && i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    if (nd->op != IM__NN_RELU || !nd->inplace) continue;
+    im__nn_node_t *p = &m->nodes[nd->in[0]];
+    if (p->op != IM__NN_BN || p->n_cons != 1) continue;
+    p->act = IM_ACT_RELU;
+    nd->fused_away = 1;
+  }
 
   pbufs_t pb = {0};
 #define NEWBUF(bytes, first, last) new_buf(&pb, (bytes), (first), (last))

@@ -662,6 +662,25 @@ static void test_blocked_ops(void **state) {
   cmp("blocked batchnorm_forward_train", "running_mean", &rm2, &rm1, 1e-6, 1e-5);
   cmp("blocked batchnorm_forward_train", "running_var", &rv2, &rv1, 1e-6, 1e-5);
   cmp("blocked batchnorm_forward_train", "save_invstd", &si2, &si1, 1e-6, 1e-5);
+  { /* BN + ReLU in one pass (training), blocked and plain, against the reference's bn then relu */
+    im_tensor_t r1 = clone(&rm1), v1 = clone(&rv1), r2 = clone(&rm1), v2 = clone(&rv1), r3 = clone(&rm1),
+                v3 = clone(&rv1), s1 = mk(IM_F32, 1, cs), s2 = mk(IM_F32, 1, cs), s3 = mk(IM_F32, 1, cs),
+                i1 = mk(IM_F32, 1, cs), i2 = mk(IM_F32, 1, cs), i3 = mk(IM_F32, 1, cs), f1 = mk(IM_F32, 4, xs),
+                f2 = like_layout(&f1, 1), f3 = mk(IM_F32, 4, xs);
+    OK(im_op_batchnorm_forward_train(ref, &bp, &x, &gam, &bet, &r1, &v1, &f1, &s1, &i1));
+    OK(im_op_relu_forward(ref, &f1, &f1));
+    OK(im_op_batchnorm_forward_train_fused(cpu, &bp, &xb, &gam, &bet, &r2, &v2, IM_ACT_RELU, &f2, &s2, &i2));
+    OK(im_op_batchnorm_forward_train_fused(cpu, &bp, &x, &gam, &bet, &r3, &v3, IM_ACT_RELU, &f3, &s3, &i3));
+    cmp_any("batchnorm_forward_train_fused", "y (blocked)", &f2, &f1, 1e-5, 1e-5);
+    cmp("batchnorm_forward_train_fused", "y (plain)", &f3, &f1, 1e-5, 1e-5);
+    cmp("batchnorm_forward_train_fused", "running_var", &v2, &v1, 1e-6, 1e-5);
+    cmp("batchnorm_forward_train_fused", "save_invstd", &i3, &i1, 1e-6, 1e-5);
+    assert_int_equal(im_op_batchnorm_forward_train_fused(cpu, &bp, &x, &gam, &bet, &r3, &v3, (im_act_t)7, &f3, &s3,
+                                                         &i3),
+                     IM_ERR_ARG);
+    freet(&r1), freet(&v1), freet(&r2), freet(&v2), freet(&r3), freet(&v3), freet(&s1), freet(&s2), freet(&s3);
+    freet(&i1), freet(&i2), freet(&i3), freet(&f1), freet(&f2), freet(&f3);
+  }
   OK(im_op_batchnorm_forward_eval(ref, &bp, &x, &gam, &bet, &rm1, &rv1, &y1));
   OK(im_op_batchnorm_forward_eval(cpu, &bp, &xb, &gam, &bet, &rm1, &rv1, &y2));
   cmp_any("blocked batchnorm_forward_eval", "y", &y2, &y1, 1e-6, 1e-5);

@@ -418,6 +418,7 @@ static const im_backend_i cpu_iface = {
     .nhwc_to_nchw = im__cpu_nhwc_to_nchw,
     .fill = im__cpu_fill,
     .conv2d_forward_fused = im__cpu_conv2d_forward_fused,
+    .batchnorm_forward_train_fused = im__cpu_batchnorm_forward_train_fused,
 };
 
 im_status_t im_backend_cpu_new(im_backend_t **out) {

@@ -72,14 +72,22 @@ static double chan_sqdev(const float *x, int64_t N, int64_t C, int64_t L, int64_
   return acc;
 }
 
-/* y = (x - m) * k + t over channel c (y may be x). */
+/* y = (x - m) * k + t over channel c (y may be x), then max(y, 0) when relu. */
 static void chan_affine(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t c, float m, float k,
-                        float t) {
+                        float t, int relu) {
   for (int64_t n = 0; n < N; n++) {
     const float *r = x + (n * C + c) * L;
     float *o = y + (n * C + c) * L;
-    CPU_SIMD
-    for (int64_t i = 0; i < L; i++) o[i] = (r[i] - m) * k + t;
+    if (relu) {
+      CPU_SIMD
+      for (int64_t i = 0; i < L; i++) {
+        const float v = (r[i] - m) * k + t;
+        o[i] = v < 0.0f ? 0.0f : v; /* as relu_forward: NaN passes */
+      }
+    } else {
+      CPU_SIMD
+      for (int64_t i = 0; i < L; i++) o[i] = (r[i] - m) * k + t;
+    }
   }
 }
 
@@ -89,59 +97,69 @@ static void chan_affine(const float *x, float *y, int64_t N, int64_t C, int64_t 
 /* Positions per float partial sum before it goes into the double (as RUN_MAX elements). */
 #define BRUN (RUN_MAX / BL)
 
-/* acc[j] = sum of channel (16 cb + j) of x; with m, the sum of (x - m[j])^2 instead. */
-static void blk_sum(const float *x, int64_t N, int64_t CB, int64_t L, int64_t cb, const float *m, double *acc) {
-  for (int j = 0; j < BL; j++) acc[j] = 0.0;
+/* One pass over block cb for the statistics of its 16 channels: with d = x - shift[j], s1[j] = sum d
+ * and s2[j] = sum d^2 (float runs into doubles). The shift is a value of the channel, close to its
+ * mean next to the spread of the data, so var = (s2 - s1^2 / M) / M loses little to cancellation
+ * (the blocked data of one block does not fit the L2 cache, so a second pass would come from memory). */
+static void blk_stats(const float *x, int64_t N, int64_t CB, int64_t L, int64_t cb, const float *shift, double *s1,
+                      double *s2) {
+  for (int j = 0; j < BL; j++) s1[j] = s2[j] = 0.0;
   for (int64_t n = 0; n < N; n++) {
     const float *r = x + (n * CB + cb) * L * BL;
     for (int64_t i0 = 0; i0 < L; i0 += BRUN) {
       const int64_t i1 = i0 + BRUN < L ? i0 + BRUN : L;
-      float f[BL] = {0};
+      float f1[BL] = {0}, f2[BL] = {0};
       for (int64_t i = i0; i < i1; i++) {
         CPU_SIMD
         for (int j = 0; j < BL; j++) {
-          const float d = m ? r[i * BL + j] - m[j] : r[i * BL + j];
-          f[j] += m ? d * d : d;
+          const float d = r[i * BL + j] - shift[j];
+          f1[j] += d;
+          f2[j] += d * d;
         }
       }
-      for (int j = 0; j < BL; j++) acc[j] += f[j];
+      for (int j = 0; j < BL; j++) {
+        s1[j] += f1[j];
+        s2[j] += f2[j];
+      }
     }
   }
 }
 
-/* y = (x - m[j]) * k[j] + t[j] over block cb (y may be x). */
+/* y = (x - m[j]) * k[j] + t[j] over block cb (y may be x), then max(y, 0) when relu. */
 static void blk_affine(const float *x, float *y, int64_t N, int64_t CB, int64_t L, int64_t cb, const float *m,
-                       const float *k, const float *t) {
+                       const float *k, const float *t, int relu) {
+  const float lo = relu ? 0.0f : -INFINITY;
   for (int64_t n = 0; n < N; n++) {
     const float *r = x + (n * CB + cb) * L * BL;
     float *o = y + (n * CB + cb) * L * BL;
     for (int64_t i = 0; i < L; i++) {
       CPU_SIMD
-      for (int j = 0; j < BL; j++) o[i * BL + j] = (r[i * BL + j] - m[j]) * k[j] + t[j];
+      for (int j = 0; j < BL; j++) {
+        const float v = (r[i * BL + j] - m[j]) * k[j] + t[j];
+        o[i * BL + j] = v < lo ? lo : v; /* as relu_forward: NaN passes */
+      }
     }
   }
 }
 
 static void bn_train_blocked(int nt_, int par_, const float *xd, const float *gd, const float *bd, float *yd,
                              float *rm, float *rv, float *sm, float *si, int64_t N, int64_t C, int64_t L, double mom,
-                             double eps) {
+                             double eps, int relu) {
   const int64_t CB = C / BL;
   const double M = (double)(N * L);
   (void)nt_;
   (void)par_;
   CPU_OMP_CHANNELS
   for (int64_t cb = 0; cb < CB; cb++) {
-    double acc[BL], mu[BL];
-    float m[BL], k[BL], t[BL];
-    blk_sum(xd, N, CB, L, cb, NULL, acc);
-    for (int j = 0; j < BL; j++) {
-      mu[j] = acc[j] / M;
-      m[j] = (float)mu[j];
-    }
-    blk_sum(xd, N, CB, L, cb, m, acc);
+    double s1[BL], s2[BL];
+    float m[BL], k[BL], t[BL], shift[BL];
+    memcpy(shift, xd + cb * L * BL, sizeof shift); /* sample 0, position 0 */
+    blk_stats(xd, N, CB, L, cb, shift, s1, s2);
     for (int j = 0; j < BL; j++) {
       const int64_t c = cb * BL + j;
-      const double mean = mu[j], var = acc[j] / M, invstd = 1.0 / sqrt(var + eps);
+      const double d = s1[j] / M, var0 = s2[j] / M - d * d, var = var0 > 0 ? var0 : 0.0;
+      const double mean = (double)shift[j] + d, invstd = 1.0 / sqrt(var + eps);
+      m[j] = (float)mean;
       k[j] = (float)(invstd * (gd ? gd[c] : 1.0));
       t[j] = bd ? bd[c] : 0.0f;
       sm[c] = m[j];
@@ -149,7 +167,7 @@ static void bn_train_blocked(int nt_, int par_, const float *xd, const float *gd
       rm[c] = (float)((1.0 - mom) * rm[c] + mom * mean);
       rv[c] = (float)((1.0 - mom) * rv[c] + mom * var * M / (M - 1.0));
     }
-    blk_affine(xd, yd, N, CB, L, cb, m, k, t);
+    blk_affine(xd, yd, N, CB, L, cb, m, k, t, relu);
   }
 }
 
@@ -211,9 +229,9 @@ static void bn_backward_blocked(int nt_, int par_, const float *xd, const float 
  * Per channel, two passes for the statistics (mean, then the mean squared deviation: the
  * biased variance, as the reference) and one for y = (x - mean) invstd gamma + beta;
  * running = (1-m) running + m stat, with var * n/(n-1) for running_var. */
-im_status_t im__cpu_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x, im__ct *gamma,
-                                            im__ct *beta, im__t *running_mean, im__t *running_var, im__t *y,
-                                            im__t *save_mean, im__t *save_invstd) {
+static im_status_t bn_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x, im__ct *gamma,
+                                    im__ct *beta, im__t *running_mean, im__t *running_var, int relu, im__t *y,
+                                    im__t *save_mean, im__t *save_invstd) {
   int64_t N, C, L;
   ncl(x, &N, &C, &L);
   const double M = (double)(N * L), mom = p->momentum, eps = p->eps;
@@ -222,7 +240,7 @@ im_status_t im__cpu_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_
         *si = save_invstd->data;
   const int nt_ = im__cpu_ctx(b)->nthreads, par_ = N * C * L > CPU_PAR_MIN && C > 1;
   if (x->layout == IM_LAYOUT_NCHW16C) {
-    bn_train_blocked(nt_, par_ && C > BL, xd, gd, bd, yd, rm, rv, sm, si, N, C, L, mom, eps);
+    bn_train_blocked(nt_, par_ && C > BL, xd, gd, bd, yd, rm, rv, sm, si, N, C, L, mom, eps, relu);
     return IM_OK;
   }
   (void)nt_;
@@ -233,13 +251,28 @@ im_status_t im__cpu_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_
     const double var = chan_sqdev(xd, N, C, L, c, (float)mean) / M;
     const double invstd = 1.0 / sqrt(var + eps);
     const double g = gd ? gd[c] : 1.0;
-    chan_affine(xd, yd, N, C, L, c, (float)mean, (float)(invstd * g), bd ? bd[c] : 0.0f);
+    chan_affine(xd, yd, N, C, L, c, (float)mean, (float)(invstd * g), bd ? bd[c] : 0.0f, relu);
     sm[c] = (float)mean;
     si[c] = (float)invstd;
     rm[c] = (float)((1.0 - mom) * rm[c] + mom * mean);
     rv[c] = (float)((1.0 - mom) * rv[c] + mom * var * M / (M - 1.0));
   }
   return IM_OK;
+}
+
+im_status_t im__cpu_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x, im__ct *gamma,
+                                            im__ct *beta, im__t *running_mean, im__t *running_var, im__t *y,
+                                            im__t *save_mean, im__t *save_invstd) {
+  return bn_forward_train(b, p, x, gamma, beta, running_mean, running_var, 0, y, save_mean, save_invstd);
+}
+
+/* The same with the ReLU applied as y is written (act is IM_ACT_NONE or IM_ACT_RELU). */
+im_status_t im__cpu_batchnorm_forward_train_fused(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x,
+                                                  im__ct *gamma, im__ct *beta, im__t *running_mean,
+                                                  im__t *running_var, im_act_t act, im__t *y, im__t *save_mean,
+                                                  im__t *save_invstd) {
+  return bn_forward_train(b, p, x, gamma, beta, running_mean, running_var, act == IM_ACT_RELU, y, save_mean,
+                          save_invstd);
 }
 
 /* x is (N, C, ...), gamma, beta (C) or NULL, running_mean, running_var (C); y is like x, assigned
@@ -264,7 +297,7 @@ im_status_t im__cpu_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_p
         k[j] = (float)(1.0 / sqrt((double)rv[c] + (double)p->eps) * (gd ? gd[c] : 1.0));
         t[j] = bd ? bd[c] : 0.0f;
       }
-      blk_affine(xd, yd, N, CB, L, cb, m, k, t);
+      blk_affine(xd, yd, N, CB, L, cb, m, k, t, 0);
     }
     return IM_OK;
   }
@@ -273,7 +306,7 @@ im_status_t im__cpu_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_p
   CPU_OMP_CHANNELS
   for (int64_t c = 0; c < C; c++) {
     const double invstd = 1.0 / sqrt((double)rv[c] + (double)p->eps);
-    chan_affine(xd, yd, N, C, L, c, rm[c], (float)(invstd * (gd ? gd[c] : 1.0)), bd ? bd[c] : 0.0f);
+    chan_affine(xd, yd, N, C, L, c, rm[c], (float)(invstd * (gd ? gd[c] : 1.0)), bd ? bd[c] : 0.0f, 0);
   }
   return IM_OK;
 }

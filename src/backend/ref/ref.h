@@ -17,6 +17,10 @@ im_status_t im__ref_conv2d_backward_weight(im_backend_t *b, const im_conv2d_para
 im_status_t im__ref_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x, im__ct *gamma,
                                             im__ct *beta, im__t *running_mean, im__t *running_var, im__t *y,
                                             im__t *save_mean, im__t *save_invstd);
+im_status_t im__ref_batchnorm_forward_train_fused(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x,
+                                                  im__ct *gamma, im__ct *beta, im__t *running_mean,
+                                                  im__t *running_var, im_act_t act, im__t *y, im__t *save_mean,
+                                                  im__t *save_invstd);
 im_status_t im__ref_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x, im__ct *gamma,
                                            im__ct *beta, im__ct *running_mean, im__ct *running_var, im__t *y);
 im_status_t im__ref_batchnorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, im__ct *gamma, im__ct *save_mean,

@@ -162,3 +162,14 @@ im_status_t im__ref_layernorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, i
   }
   return IM_OK;
 }
+
+/* The fused training forward, by definition: batch norm, then the activation in place. */
+im_status_t im__ref_batchnorm_forward_train_fused(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x,
+                                                  im__ct *gamma, im__ct *beta, im__t *running_mean,
+                                                  im__t *running_var, im_act_t act, im__t *y, im__t *save_mean,
+                                                  im__t *save_invstd) {
+  im_status_t st =
+      im__ref_batchnorm_forward_train(b, p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
+  if (st == IM_OK && act == IM_ACT_RELU) st = im__ref_relu_forward(b, y, y);
+  return st;
+}
