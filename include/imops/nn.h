@@ -252,8 +252,11 @@ IM_NODISCARD im_status_t im_nn_predict(im_nn_model_t *m, const im_tensor_t *x, i
  * buffers reused as soon as their last reader ran) and then runs im_nn_forward
  * (eval mode) and im_nn_predict with no allocation, giving the eval-mode
  * logits of the model it came from up to float rounding. It cannot be trained
- * (im_nn_plan with training = 1 and im_nn_state_save refuse it). The ONNX
- * exporter walks the same graph (im_nn_node_get). */
+ * (im_nn_plan with training = 1 and im_nn_state_save refuse it). Its weights
+ * are constant (stamped, tensor.h): the cpu backend prepares each convolution's
+ * weights for its kernel once, not at every forward; change them only through
+ * im_nn_state_load, which renews the stamps. The ONNX exporter walks the same
+ * graph (im_nn_node_get). */
 
 /** A new folded inference copy of m (m is unchanged and may be freed at once).
  * The copy keeps m's backend for im_nn_plan(f, NULL, ...). Free with im_nn_model_free. */

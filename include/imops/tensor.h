@@ -72,7 +72,14 @@ typedef struct {
   void *data;                         /* dense, in the order layout says; NULL only when empty or measured */
   void *owned;                        /* the allocation to free when owned, else NULL */
   im_layout_t layout;                 /* IM_LAYOUT_PLAIN unless set after creation */
+  uint64_t stamp;                     /* 0: no promise. Else a value from im_tensor_stamp_new that its owner
+                                       * sets on data that stays unchanged until the owner drops or renews
+                                       * the stamp: backends may then keep data derived from it (weights
+                                       * reordered for a kernel) keyed by (data, stamp). */
 } im_tensor_t;
+
+/** A fresh nonzero stamp (see im_tensor_t.stamp); thread-safe, never repeats within a process. */
+uint64_t im_tensor_stamp_new(void);
 
 /** Element count (product of the shape; 1 for ndim 0, 0 when any size is 0).
  * Meaningful for shapes that pass im_tensor_check_shape. */

@@ -160,6 +160,7 @@ im_status_t im_nn_model_fold(const im_nn_model_t *m, im_nn_model_t **out) {
     im_nn_model_free(f);
     return st;
   }
+  im__nn_restamp(f); /* its weights are constant: backends may keep them prepared (tensor.h, stamp) */
   *out = f;
   return IM_OK;
 }

@@ -307,7 +307,12 @@ im_status_t im_nn_state_load(im_nn_model_t *m, const im_safetensors_t *stf) {
     else
       memcpy(e->value.data, v.data, im_tensor_nbytes(&e->value));
   }
+  im__nn_restamp(m);
   return IM_OK;
+}
+
+void im__nn_restamp(im_nn_model_t *m) {
+  for (size_t i = 0; i < m->n_ents; i++) m->ents[i].value.stamp = m->folded ? im_tensor_stamp_new() : 0;
 }
 
 void im_nn_rng_get(const im_nn_model_t *m, im_rng_t *out) { *out = m->rng; }

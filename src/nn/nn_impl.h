@@ -118,6 +118,10 @@ enum {
   IM__NN_PHASE_LOSS = 2,    /* after a training forward and its loss: the logits' gradient is set */
 };
 
+/** Folded models: every state entry gets a fresh stamp (im_tensor_t.stamp), as their weights are
+ * constant until the next im_nn_state_load, which calls this again; other models: stamps 0. */
+void im__nn_restamp(im_nn_model_t *m);
+
 /* ---- builder (graph.c): each returns a node or entry index, or -1 after an
  * error (recorded in m->build_err; later calls with a -1 input return -1). ---- */
 int im__nn_fail(im_nn_model_t *m, im_status_t st);

@@ -1,5 +1,6 @@
 /* Tensors: dtype sizes, shape checks, owned (64-byte aligned) and view
  * tensors, copies and fills. The data is always dense row-major. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "imops/tensor.h"
@@ -149,4 +150,9 @@ void im_tensor_fill_f32(im_tensor_t *t, float v) {
   float *p = t->data;
   int64_t n = im_tensor_numel(t);
   for (int64_t i = 0; i < n; i++) p[i] = v;
+}
+
+uint64_t im_tensor_stamp_new(void) {
+  static atomic_uint_fast64_t next = 1;
+  return (uint64_t)atomic_fetch_add(&next, 1);
 }

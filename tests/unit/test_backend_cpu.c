@@ -724,6 +724,46 @@ static void test_blocked_ops(void **state) {
   freet(&dg1), freet(&dg2), freet(&db1), freet(&db2), freet(&g1), freet(&g2), freet(&gg), freet(&small);
 }
 
+/* Stamped weights (tensor.h): the cpu backend prepares them once per (pointer, stamp). Several
+ * weights of one shape alternate through one plan, a renewed stamp after new values is honoured,
+ * and unstamped calls always see the current values. */
+static void test_stamped_weights(void **state) {
+  const im_conv2d_params_t p = {1, 1, 1, 1, 1, 1, 1};
+  const int64_t xs[4] = {2, 16, 10, 10}, ws[4] = {32, 16, 3, 3}, bs[1] = {32};
+  int64_t ys[4];
+  OK(im_conv2d_output_shape(&p, xs, ws, ys));
+  im_tensor_t x = mk_rnd(4, xs), bias = mk_rnd(1, bs), w[3], y = mk(IM_F32, 4, ys), want = mk(IM_F32, 4, ys);
+  for (int k = 0; k < 3; k++) {
+    w[k] = mk_rnd(4, ws);
+    w[k].stamp = im_tensor_stamp_new();
+  }
+  assert_true(w[0].stamp != 0 && w[1].stamp != w[0].stamp);
+  for (int round = 0; round < 3; round++)
+    for (int k = 0; k < 3; k++) {
+      im_tensor_t plain_w = w[k];
+      plain_w.stamp = 0;
+      OK(im_op_conv2d_forward_fused(ref, &p, &x, &plain_w, &bias, IM_ACT_RELU, &want));
+      OK(im_op_conv2d_forward_fused(cpu, &p, &x, &w[k], &bias, IM_ACT_RELU, &y));
+      cmp("conv2d_forward (stamped weights)", "y", &y, &want, conv_atol(16 * 9), 1e-5);
+      OK(im_op_conv2d_forward(cpu, &p, &x, &w[k], &bias, &y)); /* the unfused plan too */
+      OK(im_op_conv2d_forward(ref, &p, &x, &plain_w, &bias, &want));
+      cmp("conv2d_forward (stamped weights)", "y", &y, &want, conv_atol(16 * 9), 1e-5);
+    }
+  /* New values under a new stamp; then the same values unstamped. */
+  rnd(&w[1]);
+  w[1].stamp = im_tensor_stamp_new();
+  im_tensor_t plain_w = w[1];
+  plain_w.stamp = 0;
+  OK(im_op_conv2d_forward_fused(ref, &p, &x, &plain_w, &bias, IM_ACT_RELU, &want));
+  OK(im_op_conv2d_forward_fused(cpu, &p, &x, &w[1], &bias, IM_ACT_RELU, &y));
+  cmp("conv2d_forward (stamped weights)", "y renewed", &y, &want, conv_atol(16 * 9), 1e-5);
+  rnd(&plain_w);
+  OK(im_op_conv2d_forward_fused(ref, &p, &x, &plain_w, &bias, IM_ACT_RELU, &want));
+  OK(im_op_conv2d_forward_fused(cpu, &p, &x, &plain_w, &bias, IM_ACT_RELU, &y));
+  cmp("conv2d_forward (stamped weights)", "y unstamped", &y, &want, conv_atol(16 * 9), 1e-5);
+  freet(&x), freet(&bias), freet(&y), freet(&want), freet(&w[0]), freet(&w[1]), freet(&w[2]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conv),      cmocka_unit_test(test_batchnorm),
@@ -731,6 +771,7 @@ int main(void) {
       cmocka_unit_test(test_pool),      cmocka_unit_test(test_linear),
       cmocka_unit_test(test_layout_and_fallback), cmocka_unit_test(test_interleaved),
       cmocka_unit_test(test_blocked_conv), cmocka_unit_test(test_blocked_ops),
+      cmocka_unit_test(test_stamped_weights),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -39,6 +39,7 @@
 #define CPU_PLAN_MAX_MEMS 16
 #define CPU_PLAN_MAX_STEPS 8
 #define CPU_STEP_MAX_ARGS 10
+#define CPU_CONST_CACHE 16
 
 /* What a plan is for: the op (im_op_t, or a private number above IM_OP_COUNT_) and its
  * shapes and parameters, zero-padded. */
@@ -49,13 +50,13 @@ typedef struct {
 } cpu_key_t;
 
 /* Where a memory object's data lives at run time. */
-enum { CPU_MEM_USER = 0, CPU_MEM_WS = 1, CPU_MEM_SCRATCH = 2 };
+enum { CPU_MEM_USER = 0, CPU_MEM_WS = 1, CPU_MEM_SCRATCH = 2, CPU_MEM_OWNED = 3 /* the plan's own buffer */ };
 
 typedef struct {
   dnnl_memory_t mem;
   int where;  /* CPU_MEM_* */
   int slot;   /* CPU_MEM_USER: index into the caller's pointer array */
-  size_t off; /* CPU_MEM_WS: byte offset in the workspace */
+  size_t off; /* CPU_MEM_WS, CPU_MEM_OWNED: byte offset in the workspace or the plan's buffer */
 } cpu_mem_t;
 
 typedef struct {
@@ -65,6 +66,7 @@ typedef struct {
   int mem[CPU_STEP_MAX_ARGS]; /* index into cpu_plan_t.mems */
   int reorder;                /* a layout change (timed separately when profiling) */
   int serial;                 /* small enough to run on the calling thread alone */
+  int cached;                 /* prepares a stamped input (im__cpu_mem_in_const): skipped while it holds */
 } cpu_step_t;
 
 typedef struct cpu_plan {
@@ -76,6 +78,18 @@ typedef struct cpu_plan {
   size_t ws_bytes;      /* intermediates, from offset 0 */
   size_t scratch_bytes; /* the largest scratchpad, after the intermediates */
   char impl[48];        /* the main primitive's implementation ("jit:avx512_core", ...) */
+  size_t owned_bytes;   /* the CPU_MEM_OWNED memory: one prepared copy of the const slot */
+  int const_slot;       /* the user slot the cached steps prepare, or -1 */
+  /* Prepared copies by (data pointer, stamp): layers of the same shape share a plan, each with its
+   * own weights; the least recently used entry goes when all are taken. */
+  struct {
+    const void *src;
+    uint64_t stamp; /* 0: the entry holds nothing valid */
+    void *raw;      /* allocation; the copy starts at the next 64-byte boundary */
+    uint64_t used;
+  } cache[CPU_CONST_CACHE];
+  uint64_t clock;
+  int cur; /* the entry the CPU_MEM_OWNED memory is bound to */
 } cpu_plan_t;
 
 /* The backend context. */
@@ -119,6 +133,10 @@ int im__cpu_mem_ws(cpu_build_t *bld, const dnnl_memory_desc_t *md);
  * the caller's tensor when the layouts agree, else a workspace copy filled by a reorder step
  * (added now, so call this before adding the step that reads it). */
 int im__cpu_mem_in(cpu_build_t *bld, const dnnl_memory_desc_t *pub, int slot, const dnnl_memory_desc_t *md);
+/** im__cpu_mem_in for an input that may carry a stamp (tensor.h: weights of an inference model):
+ * the copy lives in the plan's own memory, and the reorder step is skipped while the caller's
+ * pointer and stamp (im__cpu_plan_run_stamped) are those it last prepared. One per plan. */
+int im__cpu_mem_in_const(cpu_build_t *bld, const dnnl_memory_desc_t *pub, int slot, const dnnl_memory_desc_t *md);
 /** The memory a primitive should write for output slot with public layout pub: the caller's
  * tensor when the layouts agree and !accumulate, else a workspace buffer; then call
  * im__cpu_mem_out_done after the producing step to add the reorder (a sum when accumulate). */
@@ -141,6 +159,8 @@ void *im__cpu_ws_ptr(cpu_ctx_t *ctx, const cpu_plan_t *plan, int mem);
 im_status_t im__cpu_plan_exec(cpu_ctx_t *ctx, cpu_plan_t *plan);
 /** bind + exec. */
 im_status_t im__cpu_plan_run(cpu_ctx_t *ctx, cpu_plan_t *plan, void *const *user);
+/** im__cpu_plan_run where the const slot's tensor has stamp (0: none; the cached steps then run). */
+im_status_t im__cpu_plan_run_stamped(cpu_ctx_t *ctx, cpu_plan_t *plan, void *const *user, uint64_t stamp);
 
 /** Maps a oneDNN status to ours (unimplemented -> IM_ERR_UNSUPPORTED, out_of_memory -> IM_ERR_NOMEM,
  * else IM_ERR_INTERNAL) and sets the error text. */

@@ -36,6 +36,7 @@ int im__cpu_any_empty(int n, const im_tensor_t *const *ts) {
 
 static void plan_free(cpu_plan_t *pl) {
   if (!pl) return;
+  for (int i = 0; i < CPU_CONST_CACHE; i++) im_free(pl->cache[i].raw);
   for (int i = 0; i < pl->nsteps; i++) dnnl_primitive_destroy(pl->steps[i].prim);
   for (int i = 0; i < pl->nmems; i++) dnnl_memory_destroy(pl->mems[i].mem);
   im_free(pl);
@@ -89,6 +90,7 @@ im_status_t im__cpu_plan_get(cpu_ctx_t *ctx, const cpu_key_t *key, cpu_build_t *
   bld->plan = im_calloc(1, sizeof *bld->plan);
   if (!bld->plan) return bld->st = im_error(IM_ERR_NOMEM, "cpu backend: out of memory for a plan");
   bld->plan->key = *key;
+  bld->plan->const_slot = -1;
   return IM_OK;
 }
 
@@ -180,6 +182,9 @@ static int add_mem(cpu_build_t *bld, const dnnl_memory_desc_t *md, int where, in
   if (where == CPU_MEM_WS) {
     m->off = pl->ws_bytes;
     pl->ws_bytes += align64(dnnl_memory_desc_get_size(md));
+  } else if (where == CPU_MEM_OWNED) {
+    m->off = pl->owned_bytes;
+    pl->owned_bytes += align64(dnnl_memory_desc_get_size(md));
   } else if (where == CPU_MEM_SCRATCH) {
     const size_t n = align64(dnnl_memory_desc_get_size(md));
     if (n > pl->scratch_bytes) pl->scratch_bytes = n;
@@ -231,6 +236,19 @@ int im__cpu_mem_in(cpu_build_t *bld, const dnnl_memory_desc_t *pub, int slot, co
   if (dnnl_memory_desc_equal(pub, md)) return im__cpu_mem_user(bld, pub, slot);
   const int u = im__cpu_mem_user(bld, pub, slot), w = im__cpu_mem_ws(bld, md);
   add_reorder(bld, u, w, 0);
+  return w;
+}
+
+int im__cpu_mem_in_const(cpu_build_t *bld, const dnnl_memory_desc_t *pub, int slot, const dnnl_memory_desc_t *md) {
+  if (bld->st != IM_OK) return -1;
+  if (dnnl_memory_desc_equal(pub, md)) return im__cpu_mem_user(bld, pub, slot);
+  if (bld->plan->const_slot >= 0) return im__cpu_mem_in(bld, pub, slot, md); /* one per plan */
+  const int u = im__cpu_mem_user(bld, pub, slot), w = add_mem(bld, md, CPU_MEM_OWNED, -1);
+  add_reorder(bld, u, w, 0);
+  if (bld->st == IM_OK) {
+    bld->plan->steps[bld->plan->nsteps - 1].cached = 1;
+    bld->plan->const_slot = slot;
+  }
   return w;
 }
 
@@ -317,10 +335,19 @@ static im_status_t ws_reserve(cpu_ctx_t *c, size_t n) {
 im_status_t im__cpu_plan_bind(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user) {
   im_status_t st = ws_reserve(ctx, pl->ws_bytes + pl->scratch_bytes);
   if (st != IM_OK) return st;
+  if (pl->owned_bytes && !pl->cache[0].raw) { /* entry 0 also serves unstamped calls */
+    pl->cache[0].raw = im_malloc(pl->owned_bytes + 64);
+    if (!pl->cache[0].raw)
+      return im_error(IM_ERR_NOMEM, "cpu backend: out of memory for %zu bytes of prepared weights", pl->owned_bytes);
+  }
+  void *owned = pl->cache[pl->cur].raw ? (void *)(((uintptr_t)pl->cache[pl->cur].raw + 63) & ~(uintptr_t)63) : NULL;
   char *ws = ctx->ws;
   for (int i = 0; i < pl->nmems; i++) {
     const cpu_mem_t *m = &pl->mems[i];
-    void *p = m->where == CPU_MEM_USER ? user[m->slot] : m->where == CPU_MEM_WS ? ws + m->off : ws + pl->ws_bytes;
+    void *p = m->where == CPU_MEM_USER    ? user[m->slot]
+              : m->where == CPU_MEM_WS    ? ws + m->off
+              : m->where == CPU_MEM_OWNED ? (char *)owned + m->off
+                                          : ws + pl->ws_bytes;
     dnnl_status_t s = dnnl_memory_set_data_handle(m->mem, p);
     if (s != dnnl_success) return im__cpu_dnnl_error(s, "binding data");
   }
@@ -329,9 +356,11 @@ im_status_t im__cpu_plan_bind(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user)
 
 void *im__cpu_ws_ptr(cpu_ctx_t *ctx, const cpu_plan_t *pl, int mem) { return (char *)ctx->ws + pl->mems[mem].off; }
 
-im_status_t im__cpu_plan_exec(cpu_ctx_t *ctx, cpu_plan_t *pl) {
+/* Runs the steps; skip_cached: leave out the steps that prepare the const slot (still prepared). */
+static im_status_t plan_exec(cpu_ctx_t *ctx, cpu_plan_t *pl, int skip_cached) {
   for (int i = 0; i < pl->nsteps; i++) {
     const cpu_step_t *stp = &pl->steps[i];
+    if (skip_cached && stp->cached) continue;
     im__cpu_set_threads(stp->serial ? 1 : ctx->nthreads);
     dnnl_exec_arg_t a[CPU_STEP_MAX_ARGS];
     for (int j = 0; j < stp->nargs; j++) a[j] = (dnnl_exec_arg_t){stp->arg[j], pl->mems[stp->mem[j]].mem};
@@ -353,9 +382,48 @@ im_status_t im__cpu_plan_exec(cpu_ctx_t *ctx, cpu_plan_t *pl) {
   return s == dnnl_success ? IM_OK : im__cpu_dnnl_error(s, "stream wait");
 }
 
+im_status_t im__cpu_plan_exec(cpu_ctx_t *ctx, cpu_plan_t *pl) {
+  if (pl->const_slot >= 0) pl->cache[pl->cur].stamp = 0; /* what it prepares there is not known to hold */
+  return plan_exec(ctx, pl, 0);
+}
+
 im_status_t im__cpu_plan_run(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user) {
   im_status_t st = im__cpu_plan_bind(ctx, pl, user);
   return st != IM_OK ? st : im__cpu_plan_exec(ctx, pl);
+}
+
+im_status_t im__cpu_plan_run_stamped(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user, uint64_t stamp) {
+  if (pl->const_slot < 0 || !stamp) {
+    pl->cur = 0;
+    return im__cpu_plan_run(ctx, pl, user);
+  }
+  const void *src = user[pl->const_slot];
+  int e = -1, hold = 0;
+  for (int i = 0; i < CPU_CONST_CACHE && e < 0; i++)
+    if (pl->cache[i].src == src && pl->cache[i].stamp) e = i, hold = pl->cache[i].stamp == stamp;
+  if (e < 0) { /* a free entry, else the least recently used */
+    e = 0;
+    for (int i = 0; i < CPU_CONST_CACHE; i++) {
+      if (!pl->cache[i].stamp) {
+        e = i;
+        break;
+      }
+      if (pl->cache[i].used < pl->cache[e].used) e = i;
+    }
+  }
+  if (!pl->cache[e].raw && !(pl->cache[e].raw = im_malloc(pl->owned_bytes + 64)))
+    return im_error(IM_ERR_NOMEM, "cpu backend: out of memory for %zu bytes of prepared weights", pl->owned_bytes);
+  pl->cur = e;
+  im_status_t st = im__cpu_plan_bind(ctx, pl, user);
+  if (st != IM_OK) return st;
+  pl->cache[e].stamp = 0;
+  st = plan_exec(ctx, pl, hold);
+  if (st == IM_OK) {
+    pl->cache[e].src = src;
+    pl->cache[e].stamp = stamp;
+    pl->cache[e].used = ++pl->clock;
+  }
+  return st;
 }
 
 /* ---- the handle ------------------------------------------------------------------------------------- */
