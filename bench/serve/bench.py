@@ -223,6 +223,8 @@ def main():
                     help="compute threads of each server (IMOPS_NUM_THREADS; torch.set_num_threads); default all CPUs")
     ap.add_argument("--imops-workers", type=int, default=1,
                     help="imops serve --workers: inference workers, each with its own copy of the model")
+    ap.add_argument("--bentoml-workers", type=int, default=1,
+                    help="BentoML service workers (processes), each with its own copy of the model")
     ap.add_argument("--json", help="write the results here too")
     a = ap.parse_args()
     a.imops, a.bentoml, a.work = (os.path.abspath(p) for p in (a.imops, a.bentoml, a.work))
@@ -268,7 +270,8 @@ def main():
     s = Server("bentoml", [a.bentoml, "serve", "bento_service:SurfaceClassifier", "--host", "127.0.0.1",
                            "--port", port], f"http://127.0.0.1:{port}/predict", f"http://127.0.0.1:{port}/readyz",
                env={"IMOPS_BENCH_MODEL": str(model), "IMOPS_BENCH_MAX_BATCH": str(a.max_batch_size),
-                    "BENTOML_DO_NOT_TRACK": "true", **threads},
+                    "BENTOML_DO_NOT_TRACK": "true", "IMOPS_BENCH_BENTO_WORKERS": str(a.bentoml_workers),
+                    **threads},
                cwd=HERE, logdir=work)
     try:
         answers["bentoml"] = post(s.url, body, ctype)
@@ -282,7 +285,8 @@ def main():
     im, bm = results["imops"], results["bentoml"]
     print(f"bench/serve: surfacenet {a.img_size}x{a.img_size}, one 227x227 JPEG per multipart request, "
           f"max batch {a.max_batch_size}, imops --max-latency-ms {a.max_latency_ms}; wrk {a.duration} s x {a.runs} "
-          f"runs (median); {a.threads} compute threads each on {os.cpu_count()} CPUs; answers imops {answers['imops']} BentoML {answers['bentoml']}")
+          f"runs (median); {a.threads} compute threads each on {os.cpu_count()} CPUs; workers imops {a.imops_workers} "
+          f"BentoML {a.bentoml_workers}; answers imops {answers['imops']} BentoML {answers['bentoml']}")
     hdr = (f"{'conc':>4} | {'imops req/s':>11} {'BentoML req/s':>13} {'ratio':>7} | {'imops p50':>9} "
            f"{'BentoML p50':>11} | {'imops p99':>9} {'BentoML p99':>11} {'p99 ratio':>9} | errors i/b")
     print(hdr)

@@ -71,7 +71,8 @@ def load_safetensors(path):
     return out
 
 
-@bentoml.service(name="surface_classifier", workers=1, traffic={"timeout": 60})
+@bentoml.service(name="surface_classifier", workers=int(os.environ.get("IMOPS_BENCH_BENTO_WORKERS", "1")),
+                 traffic={"timeout": 60})
 class SurfaceClassifier:
     def __init__(self):
         if os.environ.get("OMP_NUM_THREADS"):
