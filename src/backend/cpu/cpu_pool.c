@@ -148,16 +148,22 @@ static void max_row(const float *xp, int64_t H, int64_t W, const im_pool2d_param
 #define POOL_SIMD
 #endif
 
+/* The input range [*a, *b) of output position o's window along one axis, clipped to [0, lim). */
+static inline void clip_window(int64_t o, int stride, int pad, int k, int64_t lim, int64_t *a, int64_t *b) {
+  *a = o * stride - pad;
+  *b = *a + k;
+  if (*a < 0) *a = 0;
+  if (*b > lim) *b = lim;
+}
+
 /* One output row oh of block plane xp ([H][W][16]) into yr ([Q][16]) and ir (or NULL). */
 static void max_row_blocked(const float *xp, int64_t H, int64_t W, const im_pool2d_params_t *p, int64_t oh,
                             int64_t Q, float *yr, int32_t *ir) {
-  int64_t h0 = oh * p->stride_h - p->pad_h, h1 = h0 + p->kernel_h;
-  if (h0 < 0) h0 = 0;
-  if (h1 > H) h1 = H;
+  int64_t h0, h1;
+  clip_window(oh, p->stride_h, p->pad_h, p->kernel_h, H, &h0, &h1);
   for (int64_t q = 0; q < Q; q++) {
-    int64_t w0 = q * p->stride_w - p->pad_w, w1 = w0 + p->kernel_w;
-    if (w0 < 0) w0 = 0;
-    if (w1 > W) w1 = W;
+    int64_t w0, w1;
+    clip_window(q, p->stride_w, p->pad_w, p->kernel_w, W, &w0, &w1);
     float best[BL];
     int32_t bi[BL];
     const float *f = xp + (h0 * W + w0) * BL;
@@ -186,13 +192,11 @@ static void max_row_blocked(const float *xp, int64_t H, int64_t W, const im_pool
 __attribute__((target("avx512f"))) static void max_row_blocked_avx512(const float *xp, int64_t H, int64_t W,
                                                                       const im_pool2d_params_t *p, int64_t oh,
                                                                       int64_t Q, float *yr, int32_t *ir) {
-  int64_t h0 = oh * p->stride_h - p->pad_h, h1 = h0 + p->kernel_h;
-  if (h0 < 0) h0 = 0;
-  if (h1 > H) h1 = H;
+  int64_t h0, h1;
+  clip_window(oh, p->stride_h, p->pad_h, p->kernel_h, H, &h0, &h1);
   for (int64_t q = 0; q < Q; q++) {
-    int64_t w0 = q * p->stride_w - p->pad_w, w1 = w0 + p->kernel_w;
-    if (w0 < 0) w0 = 0;
-    if (w1 > W) w1 = W;
+    int64_t w0, w1;
+    clip_window(q, p->stride_w, p->pad_w, p->kernel_w, W, &w0, &w1);
     __m512 best = _mm512_loadu_ps(xp + (h0 * W + w0) * BL);
     __m512i bi = _mm512_set1_epi32((int32_t)(h0 * W + w0));
     for (int64_t h = h0; h < h1; h++)
