@@ -555,6 +555,9 @@ im_status_t im_track_client_open(const char *uri, im_track_client_t **out);
 void im_track_client_close(im_track_client_t *c);
 /** 1 for a REST client. */
 int im_track_client_is_remote(const im_track_client_t *c);
+/** 1 when uri names a tracking server (http:// or https://, any case): what im_track_client_open
+ * talks REST to. NULL is 0 (MLFLOW_TRACKING_URI is the caller's to consult). */
+int im_track_uri_is_server(const char *uri);
 /** The embedded store (NULL for a REST client). */
 im_track_store_t *im_track_client_store(im_track_client_t *c);
 /** A text naming where runs go ("http://...", or the workspace directory). */

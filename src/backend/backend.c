@@ -1000,7 +1000,8 @@ im_status_t im_op_nhwc_to_nchw(im_backend_t *b, const im_tensor_t *x, im_tensor_
   DISPATCH(nhwc_to_nchw, op, x, y);
 }
 
-/* Plain <-> blocked (nChw16c), on the host, both threads. */
+/* Plain <-> blocked (nChw16c), on the host, one thread (tests and tools; the planner keeps
+ * activations in one layout, so no step of a model converts). */
 im_status_t im_op_relayout(im_backend_t *b, const im_tensor_t *x, im_tensor_t *y) {
   const char *op = "relayout";
   NEED_B(op);

@@ -45,8 +45,6 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 exported, 1 the model could not be read or written, 2 usage error.\n";
 
-static int is_http(const char *u) { return u && (!strncasecmp(u, "http://", 7) || !strncasecmp(u, "https://", 8)); }
-
 /* Logs the exported file next to the model of a runs:/ or models:/ URI: in a
  * workspace store, into the bundle itself; on a tracking server (--tracking-uri
  * or MLFLOW_TRACKING_URI http(s)://), into the fetched copy (dir) and from there
@@ -54,7 +52,7 @@ static int is_http(const char *u) { return u && (!strncasecmp(u, "http://", 7) |
 static im_status_t log_to_run(const char *model, const char *home, const char *dir, const char *out,
                               const im_onnx_opts_t *o, char **art) {
   im_status_t st = im_onnx_bundle_add(dir, out, o);
-  if (st || !is_http(home ? home : getenv("MLFLOW_TRACKING_URI"))) {
+  if (st || !im_track_uri_is_server(home ? home : getenv("MLFLOW_TRACKING_URI"))) {
     *art = st ? NULL : im_strdup("model/model.onnx");
     return st || *art ? st : im_error(IM_ERR_NOMEM, "out of memory");
   }

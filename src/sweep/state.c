@@ -10,20 +10,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "imops/http.h"
 #include "sweep/sweep_impl.h"
 
-static int is_http(const char *u) { return u && (!strncasecmp(u, "http://", 7) || !strncasecmp(u, "https://", 8)); }
 
 im_status_t im_sweep_state_open(const char *where, im_sweep_state_t **out) {
   *out = NULL;
   im_sweep_state_t *s = im_calloc(1, sizeof *s);
   if (!s) return im_error(IM_ERR_NOMEM, "out of memory");
   const char *env = getenv("MLFLOW_TRACKING_URI");
-  if (!where && is_http(env)) where = env;
-  im_status_t st = is_http(where) ? im_track_client_open(where, &s->tc) : im_track_open(where, &s->store);
+  if (!where && im_track_uri_is_server(env)) where = env;
+  im_status_t st = im_track_uri_is_server(where) ? im_track_client_open(where, &s->tc) : im_track_open(where, &s->store);
   s->own_store = s->store != NULL;
   if (st) {
     im_sweep_state_close(s);

@@ -9,7 +9,9 @@
 
 #include "track/client_impl.h"
 
-static int is_http(const char *u) { return u && (!strncasecmp(u, "http://", 7) || !strncasecmp(u, "https://", 8)); }
+int im_track_uri_is_server(const char *u) {
+  return u && (!strncasecmp(u, "http://", 7) || !strncasecmp(u, "https://", 8));
+}
 
 /* ---- embedded ------------------------------------------------------------------------------ */
 
@@ -125,12 +127,12 @@ im_status_t im_track_client_open(const char *uri, im_track_client_t **out) {
   *out = NULL;
   if (!uri || !*uri) {
     const char *env = getenv("MLFLOW_TRACKING_URI");
-    if (is_http(env)) uri = env;
+    if (im_track_uri_is_server(env)) uri = env;
   }
   im_track_client_t *c = im_calloc(1, sizeof *c);
   if (!c) return im_error(IM_ERR_NOMEM, "out of memory");
   im_status_t st;
-  if (is_http(uri)) {
+  if (im_track_uri_is_server(uri)) {
     c->ops = &im__trk_rest_ops;
     st = im__trk_rest_open(c, uri);
   } else if (uri && !strncasecmp(uri, "databricks", 10)) {
