@@ -78,7 +78,8 @@ typedef struct cpu_plan {
   size_t ws_bytes;      /* intermediates, from offset 0 */
   size_t scratch_bytes; /* the largest scratchpad, after the intermediates */
   char impl[48];        /* the main primitive's implementation ("jit:avx512_core", ...) */
-  size_t owned_bytes;   /* the CPU_MEM_OWNED memory: one prepared copy of the const slot */
+  size_t owned_bytes;   /* the CPU_MEM_OWNED memory: one prepared copy of the const slot (in the
+                         * workspace for unstamped calls, in a cache entry for stamped ones) */
   int const_slot;       /* the user slot the cached steps prepare, or -1 */
   /* Prepared copies by (data pointer, stamp): layers of the same shape share a plan, each with its
    * own weights; the least recently used entry goes when all are taken. */
@@ -89,7 +90,7 @@ typedef struct cpu_plan {
     uint64_t used;
   } cache[CPU_CONST_CACHE];
   uint64_t clock;
-  int cur; /* the entry the CPU_MEM_OWNED memory is bound to */
+  int cur; /* the cache entry the CPU_MEM_OWNED memory is bound to; -1: the workspace */
 } cpu_plan_t;
 
 /* The backend context. */
@@ -134,8 +135,9 @@ int im__cpu_mem_ws(cpu_build_t *bld, const dnnl_memory_desc_t *md);
  * (added now, so call this before adding the step that reads it). */
 int im__cpu_mem_in(cpu_build_t *bld, const dnnl_memory_desc_t *pub, int slot, const dnnl_memory_desc_t *md);
 /** im__cpu_mem_in for an input that may carry a stamp (tensor.h: weights of an inference model):
- * the copy lives in the plan's own memory, and the reorder step is skipped while the caller's
- * pointer and stamp (im__cpu_plan_run_stamped) are those it last prepared. One per plan. */
+ * with a stamp the copy lives in one of the plan's cache entries and the reorder step is skipped
+ * while the caller's pointer and stamp (im__cpu_plan_run_stamped) are those it last prepared;
+ * without one it lives in the workspace and is redone at every call. One per plan. */
 int im__cpu_mem_in_const(cpu_build_t *bld, const dnnl_memory_desc_t *pub, int slot, const dnnl_memory_desc_t *md);
 /** The memory a primitive should write for output slot with public layout pub: the caller's
  * tensor when the layouts agree and !accumulate, else a workspace buffer; then call

@@ -90,7 +90,7 @@ im_status_t im__cpu_plan_get(cpu_ctx_t *ctx, const cpu_key_t *key, cpu_build_t *
   bld->plan = im_calloc(1, sizeof *bld->plan);
   if (!bld->plan) return bld->st = im_error(IM_ERR_NOMEM, "cpu backend: out of memory for a plan");
   bld->plan->key = *key;
-  bld->plan->const_slot = -1;
+  bld->plan->const_slot = bld->plan->cur = -1;
   return IM_OK;
 }
 
@@ -333,21 +333,17 @@ static im_status_t ws_reserve(cpu_ctx_t *c, size_t n) {
 }
 
 im_status_t im__cpu_plan_bind(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user) {
-  im_status_t st = ws_reserve(ctx, pl->ws_bytes + pl->scratch_bytes);
+  /* Workspace: [intermediates][the const slot's copy for unstamped calls][scratchpad]. */
+  im_status_t st = ws_reserve(ctx, pl->ws_bytes + pl->owned_bytes + pl->scratch_bytes);
   if (st != IM_OK) return st;
-  if (pl->owned_bytes && !pl->cache[0].raw) { /* entry 0 also serves unstamped calls */
-    pl->cache[0].raw = im_malloc(pl->owned_bytes + 64);
-    if (!pl->cache[0].raw)
-      return im_error(IM_ERR_NOMEM, "cpu backend: out of memory for %zu bytes of prepared weights", pl->owned_bytes);
-  }
-  void *owned = pl->cache[pl->cur].raw ? (void *)(((uintptr_t)pl->cache[pl->cur].raw + 63) & ~(uintptr_t)63) : NULL;
   char *ws = ctx->ws;
+  void *owned = pl->cur >= 0 ? (void *)(((uintptr_t)pl->cache[pl->cur].raw + 63) & ~(uintptr_t)63) : ws + pl->ws_bytes;
   for (int i = 0; i < pl->nmems; i++) {
     const cpu_mem_t *m = &pl->mems[i];
     void *p = m->where == CPU_MEM_USER    ? user[m->slot]
               : m->where == CPU_MEM_WS    ? ws + m->off
               : m->where == CPU_MEM_OWNED ? (char *)owned + m->off
-                                          : ws + pl->ws_bytes;
+                                          : ws + pl->ws_bytes + pl->owned_bytes;
     dnnl_status_t s = dnnl_memory_set_data_handle(m->mem, p);
     if (s != dnnl_success) return im__cpu_dnnl_error(s, "binding data");
   }
@@ -383,7 +379,7 @@ static im_status_t plan_exec(cpu_ctx_t *ctx, cpu_plan_t *pl, int skip_cached) {
 }
 
 im_status_t im__cpu_plan_exec(cpu_ctx_t *ctx, cpu_plan_t *pl) {
-  if (pl->const_slot >= 0) pl->cache[pl->cur].stamp = 0; /* what it prepares there is not known to hold */
+  if (pl->cur >= 0) pl->cache[pl->cur].stamp = 0; /* what it prepares there is not known to hold */
   return plan_exec(ctx, pl, 0);
 }
 
@@ -393,8 +389,8 @@ im_status_t im__cpu_plan_run(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user) 
 }
 
 im_status_t im__cpu_plan_run_stamped(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user, uint64_t stamp) {
-  if (pl->const_slot < 0 || !stamp) {
-    pl->cur = 0;
+  if (pl->const_slot < 0 || !stamp) { /* prepared in the workspace, as any input */
+    pl->cur = -1;
     return im__cpu_plan_run(ctx, pl, user);
   }
   const void *src = user[pl->const_slot];
