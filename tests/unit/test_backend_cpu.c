@@ -727,9 +727,9 @@ static void test_blocked_ops(void **state) {
 /* Stamped weights (tensor.h): the cpu backend prepares them once per (pointer, stamp). Several
  * weights of one shape alternate through one plan, a renewed stamp after new values is honoured,
  * and unstamped calls always see the current values. */
-static void test_stamped_weights(void **state) {
+static void stamped_weights(const int64_t xs[4]) {
   const im_conv2d_params_t p = {1, 1, 1, 1, 1, 1, 1};
-  const int64_t xs[4] = {2, 16, 10, 10}, ws[4] = {32, 16, 3, 3}, bs[1] = {32};
+  const int64_t ws[4] = {32, 16, 3, 3}, bs[1] = {32};
   int64_t ys[4];
   OK(im_conv2d_output_shape(&p, xs, ws, ys));
   im_tensor_t x = mk_rnd(4, xs), bias = mk_rnd(1, bs), w[3], y = mk(IM_F32, 4, ys), want = mk(IM_F32, 4, ys);
@@ -762,6 +762,15 @@ static void test_stamped_weights(void **state) {
   OK(im_op_conv2d_forward_fused(cpu, &p, &x, &plain_w, &bias, IM_ACT_RELU, &y));
   cmp("conv2d_forward (stamped weights)", "y unstamped", &y, &want, conv_atol(16 * 9), 1e-5);
   freet(&x), freet(&bias), freet(&y), freet(&want), freet(&w[0]), freet(&w[1]), freet(&w[2]);
+}
+
+/* Stamped weights run oneDNN's inference kernels: direct on small outputs, Winograd F(2x2,3x3)
+ * with weights kept transformed for a batch of up to 4 on outputs of 14x14 or more, "auto" on
+ * larger batches (cpu_conv.c, conv_alg_infer). */
+static void test_stamped_weights(void **state) {
+  stamped_weights((const int64_t[4]){2, 16, 10, 10});
+  stamped_weights((const int64_t[4]){1, 16, 16, 16});
+  stamped_weights((const int64_t[4]){8, 16, 14, 15});
 }
 
 int main(void) {

@@ -73,7 +73,25 @@ static dnnl_alg_kind_t conv_alg(const im_conv2d_params_t *p, int64_t in_channels
   return dnnl_convolution_auto;
 }
 
-/* variant: bit 0 a fused ReLU, bits 1 and 2 x and y (or dx and dy) blocked. */
+/* Inference (weights that stay the same between calls): oneDNN's Winograd F(2x2,3x3) for inference
+ * keeps its weights transformed (the "wino" weights format, prepared once like any stamped weights)
+ * and beats the direct kernels on 3x3 stride-1 layers with at least 14x14 outputs; on smaller outputs
+ * the tiles' overhead loses. */
+static dnnl_alg_kind_t conv_alg_infer(const im_conv2d_params_t *p, const int64_t *xs, const int64_t *ws) {
+  const dnnl_alg_kind_t a = conv_alg(p, xs[1]);
+  if (a == dnnl_convolution_direct) return a;
+  static int min_hw = -1;
+  if (min_hw < 0) {
+    const char *e = getenv("IMOPS_WINO_MIN");
+    min_hw = e ? atoi(e) : 14;
+  }
+  const int unit = (p->stride_h <= 1) && (p->stride_w <= 1) && (p->dilation_h <= 1) && (p->dilation_w <= 1);
+  if (unit && ws[2] == 3 && ws[3] == 3 && p->pad_h == 1 && p->pad_w == 1 && xs[0] <= 4 && xs[2] >= min_hw && xs[3] >= min_hw)
+    return dnnl_convolution_winograd;
+  return a;
+}
+
+/* variant: bit 0 a fused ReLU, bits 1 and 2 x and y (or dx and dy) blocked; bit 3 (forward) stamped weights. */
 static void conv_key(cpu_key_t *k, im_op_t op, const im_conv2d_params_t *p, const int64_t *xs, const int64_t *ws,
                      int has_bias, const im_tensor_t *x, const im_tensor_t *y, int relu) {
   memset(k, 0, sizeof *k);
@@ -93,9 +111,9 @@ static int few_channels(const conv_mds_t *m) { return m->x.dims[1] < 16 && m->w.
 /* A forward pd on "any" layouts: the forward op itself, and the hint the backward ops need.
  * relu: a fused ReLU post-op (inference). */
 static dnnl_primitive_desc_t fwd_pd_act(cpu_build_t *bld, const conv_mds_t *m, dnnl_alg_kind_t alg, int with_bias,
-                                        int relu) {
+                                        int relu, int infer) {
   dnnl_convolution_desc_t d;
-  dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(&d, relu ? dnnl_forward_inference : dnnl_forward_training,
+  dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(&d, infer ? dnnl_forward_inference : dnnl_forward_training,
                                                                alg, few_channels(m) ? &m->x : &m->xa, &m->wa,
                                                                with_bias ? &m->b : NULL, &m->ya, m->stride, m->dil,
                                                                m->pad_l, m->pad_r);
@@ -107,7 +125,7 @@ static dnnl_primitive_desc_t fwd_pd_act(cpu_build_t *bld, const conv_mds_t *m, d
 }
 
 static dnnl_primitive_desc_t fwd_pd(cpu_build_t *bld, const conv_mds_t *m, dnnl_alg_kind_t alg, int with_bias) {
-  return fwd_pd_act(bld, m, alg, with_bias, 0);
+  return fwd_pd_act(bld, m, alg, with_bias, 0, 0);
 }
 
 static const dnnl_memory_desc_t *q(const_dnnl_primitive_desc_t pd, dnnl_query_t what) {
@@ -125,6 +143,8 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   cpu_key_t k;
   conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL, x, y,
            relu);
+  const int stamped = w->stamp != 0; /* weights that stay: an inference model */
+  k.variant |= stamped << 3;
   cpu_build_t bld;
   cpu_plan_t *pl;
   im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
@@ -132,7 +152,8 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   if (!pl) {
     conv_mds_t m;
     conv_mds(p, x->shape, w->shape, y->shape, act_tag(x), act_tag(y), &m);
-    dnnl_primitive_desc_t pd = fwd_pd_act(&bld, &m, conv_alg(p, x->shape[1]), bias != NULL, relu);
+    const dnnl_alg_kind_t alg = stamped ? conv_alg_infer(p, x->shape, w->shape) : conv_alg(p, x->shape[1]);
+    dnnl_primitive_desc_t pd = fwd_pd_act(&bld, &m, alg, bias != NULL, relu, relu || stamped);
     const int mx = im__cpu_mem_in(&bld, &m.x, 0, q(pd, dnnl_query_src_md));
     const int mw = im__cpu_mem_in_const(&bld, &m.w, 1, q(pd, dnnl_query_weights_md));
     const int mb = bias ? im__cpu_mem_user(&bld, &m.b, 2) : -1;
