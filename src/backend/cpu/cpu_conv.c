@@ -82,8 +82,8 @@ static dnnl_alg_kind_t conv_alg_infer(const im_conv2d_params_t *p, const int64_t
   if (a == dnnl_convolution_direct) return a;
   enum { MIN_HW = 14, MAX_N = 4 }; /* measured on resnet18@224: batches of 8 and more lose to "auto" */
   const int unit = (p->stride_h <= 1) && (p->stride_w <= 1) && (p->dilation_h <= 1) && (p->dilation_w <= 1);
-  if (unit && ws[2] == 3 && ws[3] == 3 && p->pad_h == 1 && p->pad_w == 1 && xs[0] <= MAX_N && xs[2] >= MIN_HW && xs[3] >= MIN_HW)
-    return dnnl_convolution_winograd;
+  const int same3x3 = ws[2] == 3 && ws[3] == 3 && p->pad_h == 1 && p->pad_w == 1;
+  if (unit && same3x3 && xs[0] <= MAX_N && xs[2] >= MIN_HW && xs[3] >= MIN_HW) return dnnl_convolution_winograd;
   return a;
 }
 
