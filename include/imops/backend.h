@@ -31,6 +31,9 @@
  *   blocked, the [N,C] side plain). Every other op, and every weight and
  *   per-channel tensor, is plain; anything else is IM_ERR_ARG. Results equal
  *   the plain ones up to float rounding of reductions.
+ * - Channels-last layout (IM_LAYOUT_NHWC): on the same backends, conv2d_*,
+ *   relu_*, add, add_backward, fill and global_avgpool_* take it as they take
+ *   the blocked one (ConvNeXt's blocks run channels-last end to end).
  */
 #ifndef IMOPS_BACKEND_H
 #define IMOPS_BACKEND_H
@@ -81,6 +84,7 @@ typedef enum {
   IM_OP_FILL,
   IM_OP_CONV2D_FORWARD_FUSED,
   IM_OP_BATCHNORM_FORWARD_TRAIN_FUSED,
+  IM_OP_BATCHNORM_BACKWARD_FUSED,
   IM_OP_COUNT_ /* not an op */
 } im_op_t;
 
@@ -108,9 +112,9 @@ void im_backend_free(im_backend_t *b);
 const char *im_backend_name(const im_backend_t *b);
 /** 1 if op can run on b (natively or through the reference fallback). */
 int im_backend_supports(const im_backend_t *b, im_op_t op);
-/** 1 if b's kernels take blocked-layout activations (see the conventions above). */
+/** 1 if b's kernels take blocked-layout and channels-last activations (see the conventions above). */
 int im_backend_blocked_ok(const im_backend_t *b);
-/** Copies x into y, the same shape in another layout (either may be plain or blocked). */
+/** Copies x into y, the same shape in another layout (plain, blocked or channels-last). */
 im_status_t im_op_relayout(im_backend_t *b, const im_tensor_t *x, im_tensor_t *y);
 /** Waits for queued work (a no-op for CPU backends). */
 im_status_t im_backend_sync(im_backend_t *b);
@@ -171,7 +175,8 @@ typedef struct {
 #define IM_BATCHNORM_DEFAULTS ((im_batchnorm_params_t){1e-5f, 0.1f})
 
 /** im_op_batchnorm_forward_train followed by act (IM_ACT_NONE or IM_ACT_RELU) on y in one pass: a
- * training step's BN + ReLU. The ReLU's backward (from y) and the BN's backward (from x) are unchanged. */
+ * training step's BN + ReLU. Its gradient: im_op_batchnorm_backward_fused (or relu_backward from y, then
+ * batchnorm_backward from x). */
 im_status_t im_op_batchnorm_forward_train_fused(im_backend_t *b, const im_batchnorm_params_t *p,
                                                 const im_tensor_t *x, const im_tensor_t *gamma,
                                                 const im_tensor_t *beta, im_tensor_t *running_mean,
@@ -194,6 +199,14 @@ im_status_t im_op_batchnorm_backward(im_backend_t *b, const im_tensor_t *x, cons
                                      const im_tensor_t *gamma, const im_tensor_t *save_mean,
                                      const im_tensor_t *save_invstd, im_tensor_t *dx, im_tensor_t *dgamma,
                                      im_tensor_t *dbeta);
+/** The gradient of act(batchnorm(x)) (act IM_ACT_NONE or IM_ACT_RELU), as im_op_batchnorm_backward with, for
+ * IM_ACT_RELU, dy replaced by relu_backward's (y > 0 ? dy : 0; a NaN y gives 0) in the same pass, written
+ * nowhere. y [like x] is batchnorm_forward_train_fused's output (required; read only for IM_ACT_RELU),
+ * dy the gradient w.r.t. y; dx must not overlap y, dy or x. */
+im_status_t im_op_batchnorm_backward_fused(im_backend_t *b, const im_tensor_t *x, const im_tensor_t *y, im_act_t act,
+                                           const im_tensor_t *dy, const im_tensor_t *gamma,
+                                           const im_tensor_t *save_mean, const im_tensor_t *save_invstd,
+                                           im_tensor_t *dx, im_tensor_t *dgamma, im_tensor_t *dbeta);
 
 /* ---- layer norm over the LAST dimension (channels-last: NHWC [N,H,W,C] for ConvNeXt blocks) ----
  * Each row of C values (each pixel's channels) is normalized by its own mean and biased variance,

@@ -63,6 +63,9 @@ typedef enum {
                           * (the blocked layout of oneDNN's fastest CPU kernels; same byte size).
                           * Only backends that say so take it (im_backend_blocked_ok), and only in
                           * the ops whose documentation in backend.h says so. */
+  IM_LAYOUT_NHWC = 2,    /* a 4-D F32 [N,C,H,W] stored channels-last, as [N][H][W][C] (any C): the same
+                          * bytes as a plain [N,H,W,C] tensor. Taken where IM_LAYOUT_NCHW16C is, in
+                          * the ops whose documentation in backend.h says so. */
 } im_layout_t;
 
 typedef struct {

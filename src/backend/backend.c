@@ -19,6 +19,7 @@ static const char *const op_names[IM_OP_COUNT_] = {
     "linear_backward_weight", "dropout_forward",         "dropout_backward",        "add",
     "add_backward",           "softmax_xent_forward",    "softmax_xent_backward",   "nchw_to_nhwc",
     "nhwc_to_nchw",           "fill",                    "conv2d_forward_fused",    "batchnorm_forward_train_fused",
+    "batchnorm_backward_fused",
 };
 _Static_assert(sizeof op_names / sizeof *op_names == IM_OP_COUNT_, "one name per op");
 
@@ -81,6 +82,7 @@ static int has_member(const im_backend_i *i, im_op_t op) {
     case IM_OP_FILL: return i->fill != NULL;
     case IM_OP_CONV2D_FORWARD_FUSED: return i->conv2d_forward_fused != NULL;
     case IM_OP_BATCHNORM_FORWARD_TRAIN_FUSED: return i->batchnorm_forward_train_fused != NULL;
+    case IM_OP_BATCHNORM_BACKWARD_FUSED: return i->batchnorm_backward_fused != NULL;
     case IM_OP_COUNT_: break;
   }
   return 0;
@@ -146,15 +148,17 @@ static void fmt_shape(char *buf, size_t n, im_dtype_t dt, int ndim, const int64_
 }
 
 /* t is a well-formed tensor with data (when it has elements); a blocked one is 4-D, F32 or I32,
- * with a multiple of 16 channels. */
+ * with a multiple of 16 channels; a channels-last one is 4-D F32. */
 static im_status_t chk_valid(const char *op, const char *what, const im_tensor_t *t) {
   if (!t) return im_error(IM_ERR_ARG, "%s: %s is missing", op, what);
   if (t->ndim < 0 || t->ndim > IM_TENSOR_MAX_DIMS || im_tensor_check_shape(t->dtype, t->ndim, t->shape) != IM_OK)
     return im_error(IM_ERR_ARG, "%s: %s is not a valid tensor", op, what);
-  if (t->layout != IM_LAYOUT_PLAIN &&
+  if (t->layout != IM_LAYOUT_PLAIN && t->layout != IM_LAYOUT_NHWC &&
       (t->layout != IM_LAYOUT_NCHW16C || t->ndim != 4 || t->shape[1] % 16 || (t->dtype != IM_F32 && t->dtype != IM_I32)))
     return im_error(IM_ERR_ARG, "%s: %s has layout %d, which needs a 4-D F32 or I32 tensor with a multiple of 16 channels",
                     op, what, (int)t->layout);
+  if (t->layout == IM_LAYOUT_NHWC && (t->ndim != 4 || t->dtype != IM_F32))
+    return im_error(IM_ERR_ARG, "%s: %s is channels-last, which needs a 4-D F32 tensor", op, what);
   if (!t->data && im_tensor_numel(t) > 0) return im_error(IM_ERR_ARG, "%s: %s has no data", op, what);
   return IM_OK;
 }
@@ -207,10 +211,11 @@ static im_status_t chk_alias(const char *op, const char *o, const im_tensor_t *o
 
 int im_backend_blocked_ok(const im_backend_t *b) { return b && (b->iface->flags & IM_BACKEND_F_BLOCKED) != 0; }
 
-/* The tensors ts[0..n) (NULL skipped) share one layout; *blocked says whether it is the blocked
- * one, which b must take. */
-static im_status_t one_layout(const char *op, const im_backend_t *b, int n, const im_tensor_t *const *ts,
-                              int *blocked) {
+/* The tensors ts[0..n) (NULL skipped) share one layout; *blocked says whether it is not the plain
+ * one (blocked or channels-last), which b must take: no reference kernel does. nhwc: the op also
+ * takes channels-last tensors. */
+static im_status_t layout_of(const char *op, const im_backend_t *b, int n, const im_tensor_t *const *ts, int nhwc,
+                             int *blocked) {
   *blocked = 0;
   int first = -1;
   for (int i = 0; i < n; i++) {
@@ -218,10 +223,21 @@ static im_status_t one_layout(const char *op, const im_backend_t *b, int n, cons
     if (first < 0) first = (int)ts[i]->layout;
     else if ((int)ts[i]->layout != first) return im_error(IM_ERR_ARG, "%s: the tensors' layouts differ", op);
   }
-  *blocked = first == IM_LAYOUT_NCHW16C;
+  if (first == IM_LAYOUT_NHWC && !nhwc) return im_error(IM_ERR_ARG, "%s: takes no channels-last tensors", op);
+  *blocked = first > IM_LAYOUT_PLAIN;
   if (*blocked && !im_backend_blocked_ok(b))
     return im_error(IM_ERR_ARG, "%s: the %s backend does not take blocked-layout tensors", op, b->iface->name);
   return IM_OK;
+}
+
+/* layout_of for ops without a channels-last kernel, and for those with one. */
+static im_status_t one_layout(const char *op, const im_backend_t *b, int n, const im_tensor_t *const *ts,
+                              int *blocked) {
+  return layout_of(op, b, n, ts, 0, blocked);
+}
+static im_status_t one_layout_cl(const char *op, const im_backend_t *b, int n, const im_tensor_t *const *ts,
+                                 int *blocked) {
+  return layout_of(op, b, n, ts, 1, blocked);
 }
 
 /* The tensors ts[0..n) (NULL skipped) are plain. */
@@ -349,7 +365,7 @@ static im_status_t conv_layouts(const char *op, const im_backend_t *b, int n, co
   *blocked = 0;
   for (int i = 0; i < n; i++) {
     int k;
-    TRY(one_layout(op, b, 1, &ts[i], &k));
+    TRY(one_layout_cl(op, b, 1, &ts[i], &k));
     *blocked |= k;
   }
   return IM_OK;
@@ -520,12 +536,14 @@ im_status_t im_op_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_par
   DISPATCH_L(blk, batchnorm_forward_eval, op, p, x, gamma, beta, running_mean, running_var, y);
 }
 
-/* The backward of a normalization: x, dy alike; stats of n elements; dx like x; optional gamma/dgamma/dbeta
- * of C elements; no output overlapping any input or another output. */
-static im_status_t norm_backward_check(const char *op, const im_tensor_t *x, const im_tensor_t *dy,
-                                       const im_tensor_t *gamma, const im_tensor_t *save_mean,
+/* The backward of a normalization: x, dy (and y, the fused activation's output, when not NULL) alike;
+ * stats of n elements; dx like x; optional gamma/dgamma/dbeta of C elements; no output overlapping any
+ * input or another output. */
+static im_status_t norm_backward_check(const char *op, const im_tensor_t *x, const im_tensor_t *y,
+                                       const im_tensor_t *dy, const im_tensor_t *gamma, const im_tensor_t *save_mean,
                                        const im_tensor_t *save_invstd, im_tensor_t *dx, im_tensor_t *dgamma,
                                        im_tensor_t *dbeta, int64_t C, int64_t nstats) {
+  if (y) TRY(chk_like(op, "y", y, x));
   TRY(chk_like(op, "dy", dy, x));
   TRY(opt_vec(op, "gamma", gamma, C));
   TRY(chk_numel(op, "save_mean", save_mean, IM_F32, nstats));
@@ -533,15 +551,27 @@ static im_status_t norm_backward_check(const char *op, const im_tensor_t *x, con
   TRY(chk_like(op, "dx", dx, x));
   TRY(opt_vec(op, "dgamma", dgamma, C));
   TRY(opt_vec(op, "dbeta", dbeta, C));
-  const im_tensor_t *ins[] = {x, dy, gamma, save_mean, save_invstd};
-  const char *in_names[] = {"x", "dy", "gamma", "save_mean", "save_invstd"};
+  const im_tensor_t *ins[] = {x, dy, gamma, save_mean, save_invstd, y};
+  const char *in_names[] = {"x", "dy", "gamma", "save_mean", "save_invstd", "y"};
   im_tensor_t *outs[] = {dx, dgamma, dbeta};
   const char *out_names[] = {"dx", "dgamma", "dbeta"};
   for (int o = 0; o < 3; o++) {
-    for (int i = 0; i < 5; i++) TRY(chk_alias(op, out_names[o], outs[o], in_names[i], ins[i], 0));
+    for (int i = 0; i < 6; i++) TRY(chk_alias(op, out_names[o], outs[o], in_names[i], ins[i], 0));
     for (int j = 0; j < o; j++) TRY(chk_alias(op, out_names[o], outs[o], out_names[j], outs[j], 0));
   }
   return IM_OK;
+}
+
+/* The checks of both batch norm backwards (y: the fused one's, or NULL); *blk: the activations are blocked. */
+static im_status_t bn_backward_check(const char *op, im_backend_t *b, const im_tensor_t *x, const im_tensor_t *y,
+                                     const im_tensor_t *dy, const im_tensor_t *gamma, const im_tensor_t *save_mean,
+                                     const im_tensor_t *save_invstd, im_tensor_t *dx, im_tensor_t *dgamma,
+                                     im_tensor_t *dbeta, int *blk) {
+  int64_t C, n;
+  TRY(bn_input(op, x, &C, &n));
+  TRY(norm_backward_check(op, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, C, C));
+  PLAIN(op, gamma, save_mean, save_invstd, dgamma, dbeta);
+  return one_layout(op, b, 4, (const im_tensor_t *[]){x, y, dy, dx}, blk);
 }
 
 im_status_t im_op_batchnorm_backward(im_backend_t *b, const im_tensor_t *x, const im_tensor_t *dy,
@@ -550,13 +580,22 @@ im_status_t im_op_batchnorm_backward(im_backend_t *b, const im_tensor_t *x, cons
                                      im_tensor_t *dbeta) {
   const char *op = "batchnorm_backward";
   NEED_B(op);
-  int64_t C, n;
-  TRY(bn_input(op, x, &C, &n));
-  TRY(norm_backward_check(op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, C, C));
-  PLAIN(op, gamma, save_mean, save_invstd, dgamma, dbeta);
   int blk;
-  TRY(one_layout(op, b, 3, (const im_tensor_t *[]){x, dy, dx}, &blk));
+  TRY(bn_backward_check(op, b, x, NULL, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, &blk));
   DISPATCH_L(blk, batchnorm_backward, op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+}
+
+im_status_t im_op_batchnorm_backward_fused(im_backend_t *b, const im_tensor_t *x, const im_tensor_t *y, im_act_t act,
+                                           const im_tensor_t *dy, const im_tensor_t *gamma,
+                                           const im_tensor_t *save_mean, const im_tensor_t *save_invstd,
+                                           im_tensor_t *dx, im_tensor_t *dgamma, im_tensor_t *dbeta) {
+  const char *op = "batchnorm_backward_fused";
+  NEED_B(op);
+  if (act != IM_ACT_NONE && act != IM_ACT_RELU) return im_error(IM_ERR_ARG, "%s: unknown activation %d", op, (int)act);
+  if (!y) return im_error(IM_ERR_ARG, "%s: y is missing", op);
+  int blk;
+  TRY(bn_backward_check(op, b, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, &blk));
+  DISPATCH_L(blk, batchnorm_backward_fused, op, x, y, act, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
 /* ---- layer norm --------------------------------------------------------------------------------- */
@@ -603,7 +642,7 @@ im_status_t im_op_layernorm_backward(im_backend_t *b, const im_tensor_t *x, cons
   NEED_B(op);
   int64_t C, M;
   TRY(ln_input(op, x, &C, &M));
-  TRY(norm_backward_check(op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, C, M));
+  TRY(norm_backward_check(op, x, NULL, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, C, M));
   PLAIN(op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   DISPATCH(layernorm_backward, op, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
@@ -633,7 +672,7 @@ im_status_t im_op_relu_forward(im_backend_t *b, const im_tensor_t *x, im_tensor_
   NEED_B("relu_forward");
   TRY(unary("relu_forward", x, y));
   int blk;
-  TRY(one_layout("relu_forward", b, 2, (const im_tensor_t *[]){x, y}, &blk));
+  TRY(one_layout_cl("relu_forward", b, 2, (const im_tensor_t *[]){x, y}, &blk));
   DISPATCH(relu_forward, "relu_forward", x, y);
 }
 
@@ -641,7 +680,7 @@ im_status_t im_op_relu_backward(im_backend_t *b, const im_tensor_t *y, const im_
   NEED_B("relu_backward");
   TRY(binary_grad("relu_backward", "y", y, dy, dx));
   int blk;
-  TRY(one_layout("relu_backward", b, 3, (const im_tensor_t *[]){y, dy, dx}, &blk));
+  TRY(one_layout_cl("relu_backward", b, 3, (const im_tensor_t *[]){y, dy, dx}, &blk));
   DISPATCH(relu_backward, "relu_backward", y, dy, dx);
 }
 
@@ -698,7 +737,7 @@ im_status_t im_op_add(im_backend_t *b, const im_tensor_t *x1, const im_tensor_t 
   TRY(chk_like(op, "x2", x2, x1));
   TRY(chk_alias(op, "y", y, "x2", x2, 1));
   int blk;
-  TRY(one_layout(op, b, 3, (const im_tensor_t *[]){x1, x2, y}, &blk));
+  TRY(one_layout_cl(op, b, 3, (const im_tensor_t *[]){x1, x2, y}, &blk));
   DISPATCH(add, op, x1, x2, y);
 }
 
@@ -717,7 +756,7 @@ im_status_t im_op_add_backward(im_backend_t *b, const im_tensor_t *dy, im_tensor
     if (dx1 && dx1->data != dy->data) TRY(chk_alias(op, "dx2", dx2, "dx1", dx1, 0));
   }
   int blk;
-  TRY(one_layout(op, b, 3, (const im_tensor_t *[]){dy, dx1, dx2}, &blk));
+  TRY(one_layout_cl(op, b, 3, (const im_tensor_t *[]){dy, dx1, dx2}, &blk));
   DISPATCH(add_backward, op, dy, dx1, dx2);
 }
 
@@ -850,7 +889,7 @@ im_status_t im_op_global_avgpool_forward(im_backend_t *b, const im_tensor_t *x, 
   if (x->shape[2] * x->shape[3] < 1) return im_error(IM_ERR_ARG, "%s: empty planes", op);
   PLAIN(op, y);
   int blk;
-  TRY(one_layout(op, b, 1, (const im_tensor_t *[]){x}, &blk));
+  TRY(one_layout_cl(op, b, 1, (const im_tensor_t *[]){x}, &blk));
   DISPATCH_L(blk, global_avgpool_forward, op, x, y);
 }
 
@@ -860,7 +899,7 @@ im_status_t im_op_global_avgpool_backward(im_backend_t *b, const im_tensor_t *dy
   TRY(gap_check(op, "dx", dx, "dy", dy));
   PLAIN(op, dy);
   int blk;
-  TRY(one_layout(op, b, 1, (const im_tensor_t *[]){dx}, &blk));
+  TRY(one_layout_cl(op, b, 1, (const im_tensor_t *[]){dx}, &blk));
   DISPATCH_L(blk, global_avgpool_backward, op, dy, dx);
 }
 
@@ -1000,8 +1039,18 @@ im_status_t im_op_nhwc_to_nchw(im_backend_t *b, const im_tensor_t *x, im_tensor_
   DISPATCH(nhwc_to_nchw, op, x, y);
 }
 
-/* Plain <-> blocked (nChw16c), on the host, one thread (tests and tools; the planner keeps
- * activations in one layout, so no step of a model converts). */
+/* Where element (n, c, i) of a 4-D tensor of C channels and L = H W pixels per plane is in a layout. */
+static int64_t layout_index(im_layout_t l, int64_t C, int64_t L, int64_t n, int64_t c, int64_t i) {
+  switch (l) {
+    case IM_LAYOUT_NCHW16C: return ((n * (C / 16) + c / 16) * L + i) * 16 + c % 16;
+    case IM_LAYOUT_NHWC: return (n * L + i) * C + c;
+    case IM_LAYOUT_PLAIN: break;
+  }
+  return (n * C + c) * L + i;
+}
+
+/* Between any two layouts (plain, blocked nChw16c, channels-last), on the host, one thread (tests
+ * and tools; the planner keeps activations in one layout, so no step of a model converts). */
 im_status_t im_op_relayout(im_backend_t *b, const im_tensor_t *x, im_tensor_t *y) {
   const char *op = "relayout";
   NEED_B(op);
@@ -1011,18 +1060,12 @@ im_status_t im_op_relayout(im_backend_t *b, const im_tensor_t *x, im_tensor_t *y
   TRY(chk_alias(op, "y", y, "x", x, 0));
   if (x->layout == y->layout) return im_tensor_copy(y, x);
   if (!(b->iface->flags & IM_BACKEND_F_HOST)) return im_error(IM_ERR_UNSUPPORTED, "%s: not on the %s backend", op, b->iface->name);
-  const int to_blocked = y->layout == IM_LAYOUT_NCHW16C;
-  const im_tensor_t *blk = to_blocked ? y : x;
-  const int64_t N = blk->shape[0], CB = blk->shape[1] / 16, L = blk->shape[2] * blk->shape[3];
+  const int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2] * x->shape[3];
   const uint32_t *src = x->data;
   uint32_t *dst = y->data;
   for (int64_t n = 0; n < N; n++)
-    for (int64_t cb = 0; cb < CB; cb++)
+    for (int64_t c = 0; c < C; c++)
       for (int64_t i = 0; i < L; i++)
-        for (int64_t j = 0; j < 16; j++) {
-          const int64_t plain = ((n * CB * 16) + cb * 16 + j) * L + i, bl = ((n * CB + cb) * L + i) * 16 + j;
-          if (to_blocked) dst[bl] = src[plain];
-          else dst[plain] = src[bl];
-        }
+        dst[layout_index(y->layout, C, L, n, c, i)] = src[layout_index(x->layout, C, L, n, c, i)];
   return IM_OK;
 }

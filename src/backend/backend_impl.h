@@ -152,6 +152,10 @@ struct im_backend_i {
   im_status_t (*batchnorm_forward_train_fused)(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x,
                                                im__ct *gamma, im__ct *beta, im__t *running_mean, im__t *running_var,
                                                im_act_t act, im__t *y, im__t *save_mean, im__t *save_invstd);
+  /** im_op_batchnorm_backward_fused: batchnorm_backward with dy masked by y > 0 when act is IM_ACT_RELU. */
+  im_status_t (*batchnorm_backward_fused)(im_backend_t *b, im__ct *x, im__ct *y, im_act_t act, im__ct *dy,
+                                          im__ct *gamma, im__ct *save_mean, im__ct *save_invstd, im__t *dx,
+                                          im__t *dgamma, im__t *dbeta);
 };
 
 /** Wraps iface and ctx in a new handle (for backends' constructors). Fails with

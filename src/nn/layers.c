@@ -230,8 +230,8 @@ im_status_t im__nn_layer_forward(im_nn_model_t *m, im__nn_node_t *nd, int traini
       if (!training) return copy_through(be, x, y);
       return im_op_dropout_forward(be, nd->p, &m->rng, x, y, &nd->aux[0]);
     case IM__NN_ADD: return im_op_add(be, x, &m->nodes[nd->in[1]].out, y);
-    case IM__NN_TO_NHWC: return im_op_nchw_to_nhwc(be, x, y);
-    case IM__NN_TO_NCHW: return im_op_nhwc_to_nchw(be, x, y);
+    case IM__NN_TO_NHWC: return nd->view ? IM_OK : im_op_nchw_to_nhwc(be, x, y);
+    case IM__NN_TO_NCHW: return nd->view ? IM_OK : im_op_nhwc_to_nchw(be, x, y);
     case IM__NN_SCALE: {
       im_tensor_t w;
       im_status_t st = scale_view(ent(m, nd->w), &w);
@@ -292,6 +292,10 @@ im_status_t im__nn_layer_backward(im_nn_model_t *m, int idx) {
       return st;
     case IM__NN_BN:
       dx = grad_target(m, idx, 0, 1, &acc);
+      if (nd->act != IM_ACT_NONE) /* the fused ReLU's gradient too: its dy and output are this node's */
+        return finish(m, idx, 0, acc,
+                      im_op_batchnorm_backward_fused(be, x, &nd->out, nd->act, dy, ent(m, nd->w), &nd->aux[0],
+                                                     &nd->aux[1], dx, grad_of(m, nd->w), grad_of(m, nd->b)));
       return finish(m, idx, 0, acc,
                     im_op_batchnorm_backward(be, x, dy, ent(m, nd->w), &nd->aux[0], &nd->aux[1], dx,
                                              grad_of(m, nd->w), grad_of(m, nd->b)));
@@ -328,10 +332,10 @@ im_status_t im__nn_layer_backward(im_nn_model_t *m, int idx) {
       return IM_OK;
     default: break;
   }
-  /* Parameter-free single-input ops. */
-  if ((dx = grad_target(m, idx, 0, 0, &acc)) == NULL) return IM_OK;
+  /* Parameter-free single-input ops; a view's gradient is its input's (the same bytes). */
+  if (nd->view || (dx = grad_target(m, idx, 0, 0, &acc)) == NULL) return IM_OK;
   switch (nd->op) {
-    case IM__NN_RELU: st = im_op_relu_backward(be, &nd->out, dy, dx); break;
+    case IM__NN_RELU: st = nd->fused_away ? IM_OK : im_op_relu_backward(be, &nd->out, dy, dx); break;
     case IM__NN_GELU: st = im_op_gelu_backward(be, x, dy, dx); break;
     case IM__NN_MAXPOOL: st = im_op_maxpool2d_backward(be, &nd->pool, dy, &nd->aux[0], dx); break;
     case IM__NN_GAP: st = im_op_global_avgpool_backward(be, dy, dx); break;

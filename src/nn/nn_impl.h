@@ -76,9 +76,10 @@ typedef struct {
   int ndim;
   int64_t shape[4];       /* output shape at the planned batch */
   im_layout_t layout;     /* of the output and its gradient (plan_layouts in plan.c) */
-  int fused_away;         /* a ReLU whose forward its batch norm does (act); its backward still runs */
+  int fused_away;         /* a ReLU whose forward and backward its batch norm does (act) */
   int n_cons, last_cons;  /* consumers, and the last one in topological order (-1 none) */
   int inplace;            /* the output shares in[0]'s buffer (and the gradients theirs) */
+  int view;               /* inplace, and no work either way: a TO_NHWC/TO_NCHW between channels-last data */
   int buf_out, buf_grad, buf_aux[2], buf_scratch; /* planner buffer ids, -1 none */
   im_tensor_t out, grad, aux[2], scratch;         /* views into the plan block (batch dim 0 = current n) */
   int aux_batched[2];     /* aux tensors whose dim 0 is the batch */

@@ -149,6 +149,8 @@ static int blocked_producer(im__nn_op_t op) {
 static int blocked_consumer(im__nn_op_t op) { return blocked_producer(op) || op == IM__NN_GAP; }
 static int keeps_layout(im__nn_op_t op) { return blocked_producer(op) && op != IM__NN_CONV; }
 
+static void plan_channels_last(im_nn_model_t *m, int on);
+
 static void plan_layouts(im_nn_model_t *m) {
   const int n = (int)m->n_nodes;
   const char *env = getenv("IMOPS_LAYOUT");
@@ -177,6 +179,63 @@ static void plan_layouts(im_nn_model_t *m) {
       }
     }
   }
+  plan_channels_last(m, on);
+}
+
+/* Channels-last. ConvNeXt's blocks turn the depthwise convolution's output to NHWC for the LayerNorm
+ * and the Linear layers, and back (TO_NHWC, TO_NCHW): two transposes per block, which cost more
+ * than the block's depthwise convolution at batch 1 (small tensors, a thread barrier each). In a
+ * graph with such transposes, on a backend that takes non-plain layouts, the activations that
+ * only flow between convolutions, residual adds, drop-path, global average pooling and those
+ * transposes are kept channels-last (IM_LAYOUT_NHWC); a transpose between channels-last data and
+ * its plain NHWC twin is then a view of the same bytes. */
+static int cl_producer(im__nn_op_t op) {
+  return op == IM__NN_CONV || op == IM__NN_SCALE || op == IM__NN_ADD || op == IM__NN_DROP_PATH ||
+         op == IM__NN_TO_NCHW;
+}
+static int cl_keeps(im__nn_op_t op) { return op == IM__NN_ADD || op == IM__NN_DROP_PATH; }
+static int cl_consumer(const im_nn_model_t *m, int j, int i) {
+  const im__nn_op_t op = m->nodes[j].op;
+  if (op == IM__NN_TO_NHWC) return m->nodes[i].n_cons == 1; /* a view only of a sole consumer's data */
+  return op == IM__NN_CONV || op == IM__NN_SCALE || op == IM__NN_ADD || op == IM__NN_DROP_PATH || op == IM__NN_GAP;
+}
+
+static void plan_channels_last(im_nn_model_t *m, int on) {
+  const int n = (int)m->n_nodes;
+  int any = 0;
+  for (int i = 0; i < n; i++) any |= m->nodes[i].op == IM__NN_TO_NHWC;
+  if (!on || !any) return;
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    if (nd->layout != IM_LAYOUT_PLAIN || !cl_producer(nd->op) || nd->ndim != 4) continue;
+    if (nd->op == IM__NN_TO_NCHW && m->nodes[nd->in[0]].n_cons != 1) continue;
+    nd->layout = IM_LAYOUT_NHWC;
+  }
+  for (int j = 0; j < n; j++) /* every consumer must take it */
+    for (int k = 0; k < m->nodes[j].n_in; k++) {
+      im__nn_node_t *p = &m->nodes[m->nodes[j].in[k]];
+      if (p->layout == IM_LAYOUT_NHWC && !cl_consumer(m, j, m->nodes[j].in[k])) p->layout = IM_LAYOUT_PLAIN;
+    }
+  for (int changed = 1; changed;) { /* adds and drop-path: inputs and output alike */
+    changed = 0;
+    for (int j = 0; j < n; j++) {
+      im__nn_node_t *nd = &m->nodes[j];
+      if (!cl_keeps(nd->op)) continue;
+      int all = nd->layout == IM_LAYOUT_NHWC;
+      for (int k = 0; k < nd->n_in; k++) all &= m->nodes[nd->in[k]].layout == IM_LAYOUT_NHWC;
+      if (all) continue;
+      if (nd->layout == IM_LAYOUT_NHWC) nd->layout = IM_LAYOUT_PLAIN, changed = 1;
+      for (int k = 0; k < nd->n_in; k++)
+        if (m->nodes[nd->in[k]].layout == IM_LAYOUT_NHWC) m->nodes[nd->in[k]].layout = IM_LAYOUT_PLAIN, changed = 1;
+    }
+  }
+}
+
+/* A transpose that the channels-last layout made a view. */
+static int is_view(const im_nn_model_t *m, const im__nn_node_t *nd) {
+  if (nd->op == IM__NN_TO_NHWC) return m->nodes[nd->in[0]].layout == IM_LAYOUT_NHWC;
+  if (nd->op == IM__NN_TO_NCHW) return nd->layout == IM_LAYOUT_NHWC;
+  return 0;
 }
 
 static int needs_scratch(const im_nn_model_t *m, int j) {
@@ -223,15 +282,23 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
   plan_layouts(m);
   for (int i = 0; i < n; i++) {
     im__nn_node_t *nd = &m->nodes[i];
-    if (nd->n_in == 0 || !im__nn_op_inplace_ok(nd->op, training)) continue;
+    nd->view = is_view(m, nd);
+    nd->inplace = nd->view;
+  }
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    if (nd->view || nd->n_in == 0 || !im__nn_op_inplace_ok(nd->op, training)) continue;
     const im__nn_node_t *p = &m->nodes[nd->in[0]];
     if (p->op == IM__NN_INPUT || p->n_cons != 1) continue;
     if (training && im__nn_op_bwd_needs_output(p->op)) continue;
+    if (p->view && (m->nodes[p->in[0]].n_cons != 1 || (training && im__nn_op_bwd_needs_output(m->nodes[p->in[0]].op))))
+      continue; /* writing into a view writes into its source */
     if (nd->op == IM__NN_ADD && nd->in[1] == nd->in[0]) continue;
     nd->inplace = 1;
   }
   /* Training: a batch norm whose only consumer is an in-place ReLU writes relu(bn(x)) itself (one
-   * pass less over the activation); the ReLU's backward, from that shared output, is unchanged. */
+   * pass less over the activation), and its backward takes the ReLU's gradient from that shared
+   * output and the shared gradient (batchnorm_backward_fused): the ReLU's backward does nothing. */
   for (int i = 0; i < n; i++) {
     im__nn_node_t *nd = &m->nodes[i];
     nd->fused_away = 0;
@@ -260,7 +327,8 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
     for (int k = 0; k < nd->n_in; k++) extend(&pb, m->nodes[nd->in[k]].buf_out, i);
     if (training) {
       if (im__nn_op_bwd_needs_input(nd->op)) extend(&pb, m->nodes[nd->in[0]].buf_out, 2 * n - i);
-      if (im__nn_op_bwd_needs_output(nd->op)) extend(&pb, nd->buf_out, 2 * n - i);
+      if (im__nn_op_bwd_needs_output(nd->op) || (nd->op == IM__NN_BN && nd->act == IM_ACT_RELU))
+        extend(&pb, nd->buf_out, 2 * n - i); /* a fused BN's backward reads its (the ReLU's) output */
     }
     im_dtype_t dt[2];
     int nd_[2], batched[2];

@@ -724,6 +724,194 @@ static void test_blocked_ops(void **state) {
   freet(&dg1), freet(&dg2), freet(&db1), freet(&db2), freet(&g1), freet(&g2), freet(&gg), freet(&small);
 }
 
+/* Batch norm's backward with a fused ReLU (batchnorm_backward_fused) on x of shape xs, plain or blocked,
+ * against the reference's relu_backward then batchnorm_backward on plain tensors; the reference's own
+ * fused kernel must give exactly that. y (the ReLU's output) has zeros, -0, negatives and a NaN, and dy
+ * a NaN where y masks it. With IM_ACT_NONE the op is batchnorm_backward. */
+static void run_bn_backward_fused(int ndim, const int64_t *xs, int affine, int blocked) {
+  const char *op = blocked ? "blocked batchnorm_bwd_fused" : "batchnorm_backward_fused";
+  const im_batchnorm_params_t p = {1e-5f, 0.1f};
+  const int64_t C = xs[1], cs[1] = {C};
+  int64_t red = xs[0];
+  for (int i = 2; i < ndim; i++) red *= xs[i];
+  const double atol_c = blocked ? 1e-4 : 2e-6 * sqrt((double)red) + 1e-6, rtol_c = blocked ? 1e-4 : 1e-5;
+  im_tensor_t x = mk_rnd(ndim, xs), dy = mk_rnd(ndim, xs), gamma = mk_rnd(1, cs), beta = mk_rnd(1, cs);
+  float *xd = x.data;
+  for (int64_t i = 0; i < im_tensor_numel(&x); i++) xd[i] = xd[i] * (float)(0.5 + i % 3) + (float)(i % 5) - 2.0f;
+  im_tensor_t rm = mk_rnd(1, cs), rv = mk(IM_F32, 1, cs), sm = mk(IM_F32, 1, cs), si = mk(IM_F32, 1, cs),
+              y = mk(IM_F32, ndim, xs);
+  im_tensor_fill_f32(&rv, 1.5f);
+  const im_tensor_t *g = affine ? &gamma : NULL;
+  OK(im_op_batchnorm_forward_train_fused(ref, &p, &x, g, &beta, &rm, &rv, IM_ACT_RELU, &y, &sm, &si));
+  float *yd = y.data, *dyd = dy.data;
+  const int64_t n = im_tensor_numel(&y);
+  yd[0] = 0.0f, yd[1 % n] = NAN, yd[2 % n] = -0.0f, yd[n / 2] = -0.25f, yd[n - 1] = 1e-30f;
+  im_tensor_t xi = blocked ? blk(&x) : clone(&x), yi = blocked ? blk(&y) : clone(&y);
+  im_tensor_t dx1 = mk(IM_F32, ndim, xs), dx2 = like_layout(&dx1, blocked), dg1 = mk_rnd(1, cs), dg2 = clone(&dg1),
+              db1 = mk_rnd(1, cs), db2 = clone(&db1), t = mk(IM_F32, ndim, xs);
+  /* IM_ACT_NONE: batchnorm_backward (dy finite here) */
+  im_tensor_t dyi = blocked ? blk(&dy) : clone(&dy);
+  OK(im_op_batchnorm_backward(ref, &x, &dy, g, &sm, &si, &dx1, &dg1, &db1));
+  OK(im_op_batchnorm_backward_fused(cpu, &xi, &yi, IM_ACT_NONE, &dyi, g, &sm, &si, &dx2, &dg2, &db2));
+  cmp_any(op, "dx (none)", &dx2, &dx1, 2e-5, 1e-4);
+  cmp(op, "dgamma (none)", &dg2, &dg1, atol_c, rtol_c);
+  cmp(op, "dbeta (none)", &db2, &db1, atol_c, rtol_c);
+  /* IM_ACT_RELU: dy is NaN where y is 0 and where y is NaN, which the mask drops */
+  dyd[0] = NAN, dyd[1 % n] = NAN;
+  freet(&dyi);
+  dyi = blocked ? blk(&dy) : clone(&dy);
+  OK(im_op_relu_backward(ref, &y, &dy, &t));
+  OK(im_op_batchnorm_backward(ref, &x, &t, g, &sm, &si, &dx1, &dg1, &db1));
+  for (int64_t i = 0; i < C; i++) assert_false(isnan(((float *)dg1.data)[i]) || isnan(((float *)db1.data)[i]));
+  OK(im_op_batchnorm_backward_fused(cpu, &xi, &yi, IM_ACT_RELU, &dyi, g, &sm, &si, &dx2, &dg2, &db2));
+  cmp_any(op, "dx", &dx2, &dx1, 2e-5, 1e-4);
+  cmp(op, "dgamma", &dg2, &dg1, atol_c, rtol_c);
+  cmp(op, "dbeta", &db2, &db1, atol_c, rtol_c);
+  OK(im_op_batchnorm_backward_fused(cpu, &xi, &yi, IM_ACT_RELU, &dyi, g, &sm, &si, &dx2, NULL, NULL));
+  cmp_any(op, "dx (no parameter gradients)", &dx2, &dx1, 2e-5, 1e-4);
+  if (!blocked) { /* the reference's fused kernel is the composition, to the bit */
+    im_tensor_t dx0 = mk(IM_F32, ndim, xs), dg0 = clone(&dg1), db0 = clone(&db1);
+    OK(im_op_batchnorm_backward(ref, &x, &t, g, &sm, &si, &dx1, &dg1, &db1));
+    OK(im_op_batchnorm_backward_fused(ref, &x, &y, IM_ACT_RELU, &dy, g, &sm, &si, &dx0, &dg0, &db0));
+    cmp("batchnorm_backward_fused (ref)", "dx", &dx0, &dx1, 0, 0);
+    cmp("batchnorm_backward_fused (ref)", "dgamma", &dg0, &dg1, 0, 0);
+    cmp("batchnorm_backward_fused (ref)", "dbeta", &db0, &db1, 0, 0);
+    freet(&dx0), freet(&dg0), freet(&db0);
+  }
+  freet(&x), freet(&dy), freet(&gamma), freet(&beta), freet(&rm), freet(&rv), freet(&sm), freet(&si), freet(&y);
+  freet(&xi), freet(&yi), freet(&dyi), freet(&dx1), freet(&dx2), freet(&dg1), freet(&dg2), freet(&db1), freet(&db2);
+  freet(&t);
+}
+
+static void test_batchnorm_backward_fused(void **state) {
+  run_bn_backward_fused(4, (const int64_t[]){3, 5, 7, 5}, 1, 0);
+  run_bn_backward_fused(4, (const int64_t[]){2, 17, 1, 1}, 0, 0);
+  run_bn_backward_fused(2, (const int64_t[]){9, 8}, 1, 0);
+  run_bn_backward_fused(3, (const int64_t[]){3, 6, 10}, 1, 0);
+  run_bn_backward_fused(4, (const int64_t[]){3, 64, 28, 28}, 1, 0);
+  run_bn_backward_fused(4, (const int64_t[]){3, 32, 9, 11}, 1, 1);
+  run_bn_backward_fused(4, (const int64_t[]){2, 16, 5, 3}, 0, 1);
+  run_bn_backward_fused(4, (const int64_t[]){2, 64, 28, 28}, 1, 1);
+  /* what is refused, touching nothing */
+  const int64_t xs[4] = {2, 16, 3, 3}, cs[1] = {16};
+  im_tensor_t x = mk_rnd(4, xs), y = mk_rnd(4, xs), dy = mk_rnd(4, xs), sm = mk_rnd(1, cs), si = mk_rnd(1, cs),
+              dx = mk_rnd(4, xs), keep = clone(&dx), odd = mk_rnd(4, (const int64_t[]){2, 16, 3, 4});
+  im_tensor_t xb = blk(&x), dyb = blk(&dy), dxb = like_layout(&dx, 1);
+  for (int k = 0; k < 2; k++) {
+    im_backend_t *be = k ? ref : cpu;
+    assert_int_equal(im_op_batchnorm_backward_fused(be, &x, &y, (im_act_t)7, &dy, NULL, &sm, &si, &dx, NULL, NULL),
+                     IM_ERR_ARG);
+    assert_int_equal(im_op_batchnorm_backward_fused(be, &x, NULL, IM_ACT_RELU, &dy, NULL, &sm, &si, &dx, NULL, NULL),
+                     IM_ERR_ARG);
+    assert_int_equal(im_op_batchnorm_backward_fused(be, &x, &dx, IM_ACT_RELU, &dy, NULL, &sm, &si, &dx, NULL, NULL),
+                     IM_ERR_ARG); /* y is dx */
+    assert_int_equal(im_op_batchnorm_backward_fused(be, &x, &dx, IM_ACT_NONE, &dy, NULL, &sm, &si, &dx, NULL, NULL),
+                     IM_ERR_ARG); /* y is dx, even unread */
+    assert_int_equal(im_op_batchnorm_backward_fused(be, &x, &odd, IM_ACT_RELU, &dy, NULL, &sm, &si, &dx, NULL, NULL),
+                     IM_ERR_ARG); /* y's shape */
+  }
+  assert_int_equal(im_op_batchnorm_backward_fused(cpu, &xb, &y, IM_ACT_RELU, &dyb, NULL, &sm, &si, &dxb, NULL, NULL),
+                   IM_ERR_ARG); /* y plain, the rest blocked */
+  cmp("batchnorm_backward_fused", "dx untouched", &dx, &keep, 0, 0);
+  freet(&x), freet(&y), freet(&dy), freet(&sm), freet(&si), freet(&dx), freet(&keep), freet(&odd), freet(&xb);
+  freet(&dyb), freet(&dxb);
+}
+
+/* ---- the channels-last layout (NHWC) ---- */
+
+static im_tensor_t in_layout(const im_tensor_t *t, im_layout_t l) {
+  im_tensor_t r = mk(t->dtype, t->ndim, t->shape);
+  r.layout = l;
+  OK(im_op_relayout(cpu, t, &r));
+  return r;
+}
+
+/* ConvNeXt's ops on channels-last tensors against the plain ones: depthwise 7x7, the 2x2/2
+ * downsampling, a 4x4/4 stem from the plain image (which oneDNN only runs with its reference
+ * kernel as asked, so the plan lets it choose and reorders), the per-channel scale (1x1 depthwise),
+ * add, ReLU and global average pooling (exactly); and what is refused. */
+static void test_channels_last(void **state) {
+  static const conv_case_t cases[] = {
+      {2, 40, 14, 14, 40, 7, 7, 1, 1, 3, 3, 1, 1, 40}, /* depthwise 7x7 */
+      {2, 40, 14, 14, 80, 2, 2, 2, 2, 0, 0, 1, 1, 1},  /* downsampling */
+      {2, 3, 32, 32, 40, 4, 4, 4, 4, 0, 0, 1, 1, 1},   /* stem: only y channels-last */
+      {1, 40, 7, 7, 40, 1, 1, 1, 1, 0, 0, 1, 1, 40},   /* layer scale */
+  };
+  for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+    const conv_case_t *cc = &cases[ci];
+    const im_conv2d_params_t p = {cc->sh, cc->sw, cc->ph, cc->pw, cc->dh, cc->dw, cc->g};
+    const int64_t xs[4] = {cc->N, cc->C, cc->H, cc->W}, ws[4] = {cc->K, cc->C / cc->g, cc->R, cc->S},
+                  bs[1] = {cc->K};
+    int64_t ys[4];
+    OK(im_conv2d_output_shape(&p, xs, ws, ys));
+    im_tensor_t x = mk_rnd(4, xs), w = mk_rnd(4, ws), bias = mk_rnd(1, bs), dy = mk_rnd(4, ys);
+    im_tensor_t y0 = mk(IM_F32, 4, ys), dx0 = mk(IM_F32, 4, xs), dw0 = mk(IM_F32, 4, ws), db0 = mk(IM_F32, 1, bs);
+    OK(im_op_conv2d_forward(ref, &p, &x, &w, &bias, &y0));
+    OK(im_op_conv2d_backward_data(ref, &p, &dy, &w, &dx0));
+    OK(im_op_conv2d_backward_weight(ref, &p, &x, &dy, &dw0, &db0));
+    const double atol = conv_atol(cc->C / cc->g * cc->R * cc->S + cc->N * ys[2] * ys[3]);
+    const int x_cl = cc->C >= 16;
+    im_tensor_t xi = x_cl ? in_layout(&x, IM_LAYOUT_NHWC) : clone(&x), dyi = in_layout(&dy, IM_LAYOUT_NHWC);
+    im_tensor_t y = mk(IM_F32, 4, ys), dx = mk(IM_F32, 4, xs), dw = mk(IM_F32, 4, ws), db = mk(IM_F32, 1, bs);
+    y.layout = IM_LAYOUT_NHWC;
+    dx.layout = xi.layout;
+    OK(im_op_conv2d_forward(cpu, &p, &xi, &w, &bias, &y));
+    cmp_any("channels-last conv2d_forward", "y", &y, &y0, atol, 1e-5);
+    w.stamp = im_tensor_stamp_new(); /* the inference kernels */
+    OK(im_op_conv2d_forward(cpu, &p, &xi, &w, &bias, &y));
+    cmp_any("channels-last conv2d_forward (stamped)", "y", &y, &y0, atol, 1e-5);
+    w.stamp = 0;
+    OK(im_op_conv2d_backward_data(cpu, &p, &dyi, &w, &dx));
+    cmp_any("channels-last conv2d_backward_data", "dx", &dx, &dx0, atol, 1e-5);
+    OK(im_op_conv2d_backward_weight(cpu, &p, &xi, &dyi, &dw, &db));
+    cmp("channels-last conv2d_backward_weight", "dw", &dw, &dw0, atol, 1e-5);
+    cmp("channels-last conv2d_backward_weight", "dbias", &db, &db0, atol, 1e-5);
+    freet(&xi), freet(&dyi), freet(&y), freet(&dx), freet(&dw), freet(&db);
+    freet(&x), freet(&w), freet(&bias), freet(&dy), freet(&y0), freet(&dx0), freet(&dw0), freet(&db0);
+  }
+  /* element-wise ops and global average pooling, exactly */
+  const int64_t xs[4] = {3, 40, 5, 7}, gs[2] = {3, 40};
+  im_tensor_t x = mk_rnd(4, xs), x2 = mk_rnd(4, xs), g = mk_rnd(2, gs);
+  im_tensor_t xc = in_layout(&x, IM_LAYOUT_NHWC), x2c = in_layout(&x2, IM_LAYOUT_NHWC);
+  im_tensor_t y1 = mk(IM_F32, 4, xs), y2 = mk(IM_F32, 4, xs), g1 = mk(IM_F32, 2, gs), g2 = mk(IM_F32, 2, gs);
+  y2.layout = IM_LAYOUT_NHWC;
+  OK(im_op_add(ref, &x, &x2, &y1));
+  OK(im_op_add(cpu, &xc, &x2c, &y2));
+  cmp_any("channels-last add", "y", &y2, &y1, 0, 0);
+  OK(im_op_relu_forward(ref, &y1, &y1));
+  OK(im_op_relu_forward(cpu, &y2, &y2));
+  cmp_any("channels-last relu_forward", "y", &y2, &y1, 0, 0);
+  OK(im_op_global_avgpool_forward(ref, &x, &g1));
+  OK(im_op_global_avgpool_forward(cpu, &xc, &g2));
+  cmp("channels-last global_avgpool_forward", "y", &g2, &g1, 0, 0);
+  OK(im_op_global_avgpool_backward(ref, &g, &y1));
+  OK(im_op_global_avgpool_backward(cpu, &g, &y2));
+  cmp_any("channels-last global_avgpool_backward", "dx", &y2, &y1, 0, 0);
+  { /* relayout: channels-last -> blocked -> plain (48 channels: both layouts apply) */
+    const int64_t bs4[4] = {2, 48, 3, 5};
+    im_tensor_t a = mk_rnd(4, bs4), ac = in_layout(&a, IM_LAYOUT_NHWC), ab = mk(IM_F32, 4, bs4), back = mk(IM_F32, 4, bs4);
+    ab.layout = IM_LAYOUT_NCHW16C;
+    OK(im_op_relayout(ref, &ac, &ab));
+    OK(im_op_relayout(ref, &ab, &back));
+    cmp("relayout", "NHWC -> nChw16c -> plain", &back, &a, 0, 0);
+    freet(&a), freet(&ac), freet(&ab), freet(&back);
+  }
+  /* refused, touching nothing: ops without a channels-last kernel, the reference backend, mixed
+   * layouts, a channels-last tensor that is not 4-D */
+  const int64_t cs[1] = {40};
+  im_tensor_t rm = mk_rnd(1, cs), rv = mk_rnd(1, cs);
+  const im_batchnorm_params_t bp = IM_BATCHNORM_DEFAULTS;
+  assert_int_equal(im_op_batchnorm_forward_eval(cpu, &bp, &xc, NULL, NULL, &rm, &rv, &y2), IM_ERR_ARG);
+  assert_int_equal(im_op_gelu_forward(cpu, &xc, &y2), IM_ERR_ARG);
+  assert_int_equal(im_op_relu_forward(ref, &xc, &y2), IM_ERR_ARG);
+  assert_int_equal(im_op_add(cpu, &xc, &x2, &y2), IM_ERR_ARG);
+  im_tensor_t g_cl = g;
+  g_cl.layout = IM_LAYOUT_NHWC;
+  assert_int_equal(im_op_relu_forward(cpu, &g_cl, &g_cl), IM_ERR_ARG);
+  freet(&x), freet(&x2), freet(&g), freet(&xc), freet(&x2c), freet(&y1), freet(&y2), freet(&g1), freet(&g2);
+  freet(&rm), freet(&rv);
+}
+
 /* Stamped weights (tensor.h): the cpu backend prepares them once per (pointer, stamp). Several
  * weights of one shape alternate through one plan, a renewed stamp after new values is honoured,
  * and unstamped calls always see the current values. */
@@ -780,7 +968,8 @@ int main(void) {
       cmocka_unit_test(test_pool),      cmocka_unit_test(test_linear),
       cmocka_unit_test(test_layout_and_fallback), cmocka_unit_test(test_interleaved),
       cmocka_unit_test(test_blocked_conv), cmocka_unit_test(test_blocked_ops),
-      cmocka_unit_test(test_stamped_weights),
+      cmocka_unit_test(test_stamped_weights), cmocka_unit_test(test_channels_last),
+      cmocka_unit_test(test_batchnorm_backward_fused),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

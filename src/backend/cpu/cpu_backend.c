@@ -483,6 +483,7 @@ static const im_backend_i cpu_iface = {
     .fill = im__cpu_fill,
     .conv2d_forward_fused = im__cpu_conv2d_forward_fused,
     .batchnorm_forward_train_fused = im__cpu_batchnorm_forward_train_fused,
+    .batchnorm_backward_fused = im__cpu_batchnorm_backward_fused,
 };
 
 im_status_t im_backend_cpu_new(im_backend_t **out) {

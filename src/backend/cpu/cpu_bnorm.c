@@ -171,9 +171,14 @@ static void bn_train_blocked(int nt_, int par_, const float *xd, const float *gd
   }
 }
 
-static void bn_backward_blocked(int nt_, int par_, const float *xd, const float *dyd, const float *gd,
-                                const float *sm, const float *si, float *dxd, float *dg, float *db, int64_t N,
-                                int64_t C, int64_t L) {
+/* The gradient of a ReLU with output y at dy: dy where y > 0, else 0 (a NaN y gives 0), as relu_backward.
+ * dy is an argument, read whatever y is, so that the select vectorises. */
+static inline float relu_grad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+
+/* yd: a fused ReLU's output (its gradient replaces dy), or NULL. */
+static void bn_backward_blocked(int nt_, int par_, const float *xd, const float *yd, const float *dyd,
+                                const float *gd, const float *sm, const float *si, float *dxd, float *dg, float *db,
+                                int64_t N, int64_t C, int64_t L) {
   const int64_t CB = C / BL;
   const double M = (double)(N * L);
   (void)nt_;
@@ -183,15 +188,27 @@ static void bn_backward_blocked(int nt_, int par_, const float *xd, const float 
     const float *mean = sm + cb * BL;
     double sdy[BL] = {0}, sdyd[BL] = {0}; /* sum dy, sum dy (x - mean) */
     for (int64_t n = 0; n < N; n++) {
-      const float *xr = xd + (n * CB + cb) * L * BL, *gr = dyd + (n * CB + cb) * L * BL;
+      const int64_t at = (n * CB + cb) * L * BL;
+      const float *xr = xd + at, *gr = dyd + at, *yr = yd ? yd + at : NULL;
       for (int64_t i0 = 0; i0 < L; i0 += BRUN) {
         const int64_t i1 = i0 + BRUN < L ? i0 + BRUN : L;
         float f1[BL] = {0}, f2[BL] = {0};
-        for (int64_t i = i0; i < i1; i++) {
-          CPU_SIMD
-          for (int j = 0; j < BL; j++) {
-            f1[j] += gr[i * BL + j];
-            f2[j] += gr[i * BL + j] * (xr[i * BL + j] - mean[j]);
+        if (yr) {
+          for (int64_t i = i0; i < i1; i++) {
+            CPU_SIMD
+            for (int j = 0; j < BL; j++) {
+              const float g = relu_grad(yr[i * BL + j], gr[i * BL + j]);
+              f1[j] += g;
+              f2[j] += g * (xr[i * BL + j] - mean[j]);
+            }
+          }
+        } else {
+          for (int64_t i = i0; i < i1; i++) {
+            CPU_SIMD
+            for (int j = 0; j < BL; j++) {
+              f1[j] += gr[i * BL + j];
+              f2[j] += gr[i * BL + j] * (xr[i * BL + j] - mean[j]);
+            }
           }
         }
         for (int j = 0; j < BL; j++) {
@@ -211,12 +228,22 @@ static void bn_backward_blocked(int nt_, int par_, const float *xd, const float 
       if (db) db[c] = (float)(db[c] + sdy[j]);
     }
     for (int64_t n = 0; n < N; n++) {
-      const float *xr = xd + (n * CB + cb) * L * BL, *gr = dyd + (n * CB + cb) * L * BL;
-      float *o = dxd + (n * CB + cb) * L * BL;
-      for (int64_t i = 0; i < L; i++) {
-        CPU_SIMD
-        for (int j = 0; j < BL; j++)
-          o[i * BL + j] = k1[j] * gr[i * BL + j] + (k2[j] * (xr[i * BL + j] - mean[j]) + k3[j]);
+      const int64_t at = (n * CB + cb) * L * BL;
+      const float *xr = xd + at, *gr = dyd + at, *yr = yd ? yd + at : NULL;
+      float *o = dxd + at;
+      if (yr) {
+        for (int64_t i = 0; i < L; i++) {
+          CPU_SIMD
+          for (int j = 0; j < BL; j++)
+            o[i * BL + j] = k1[j] * relu_grad(yr[i * BL + j], gr[i * BL + j]) +
+                            (k2[j] * (xr[i * BL + j] - mean[j]) + k3[j]);
+        }
+      } else {
+        for (int64_t i = 0; i < L; i++) {
+          CPU_SIMD
+          for (int j = 0; j < BL; j++)
+            o[i * BL + j] = k1[j] * gr[i * BL + j] + (k2[j] * (xr[i * BL + j] - mean[j]) + k3[j]);
+        }
       }
     }
   }
@@ -315,18 +342,19 @@ im_status_t im__cpu_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_p
  * dx like x, assigned; dgamma, dbeta (C) or NULL, accumulated (+=).
  * Per channel, with xhat = (x - mean) invstd and M = N*L: one pass for sum dy and sum dy (x - mean),
  * one for dx = gamma invstd (dy - sum(dy)/M - xhat sum(dy xhat)/M);
- * dgamma += sum dy xhat, dbeta += sum dy. */
-im_status_t im__cpu_batchnorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, im__ct *gamma, im__ct *save_mean,
-                                       im__ct *save_invstd, im__t *dx, im__t *dgamma, im__t *dbeta) {
+ * dgamma += sum dy xhat, dbeta += sum dy.
+ * With y (a fused ReLU's output, like x), both passes take the ReLU's gradient in place of dy. */
+static im_status_t bn_backward(im_backend_t *b, im__ct *x, im__ct *y, im__ct *dy, im__ct *gamma, im__ct *save_mean,
+                               im__ct *save_invstd, im__t *dx, im__t *dgamma, im__t *dbeta) {
   int64_t N, C, L;
   ncl(x, &N, &C, &L);
   const double M = (double)(N * L);
-  const float *xd = x->data, *dyd = dy->data, *gd = gamma ? gamma->data : NULL, *sm = save_mean->data,
-              *si = save_invstd->data;
+  const float *xd = x->data, *yd = y ? y->data : NULL, *dyd = dy->data, *gd = gamma ? gamma->data : NULL,
+              *sm = save_mean->data, *si = save_invstd->data;
   float *dxd = dx->data, *dg = dgamma ? dgamma->data : NULL, *db = dbeta ? dbeta->data : NULL;
   const int nt_ = im__cpu_ctx(b)->nthreads, par_ = N * C * L > CPU_PAR_MIN && C > 1;
   if (x->layout == IM_LAYOUT_NCHW16C) {
-    bn_backward_blocked(nt_, par_ && C > BL, xd, dyd, gd, sm, si, dxd, dg, db, N, C, L);
+    bn_backward_blocked(nt_, par_ && C > BL, xd, yd, dyd, gd, sm, si, dxd, dg, db, N, C, L);
     return IM_OK;
   }
   (void)nt_;
@@ -337,14 +365,24 @@ im_status_t im__cpu_batchnorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, i
     const double invstd = si[c], g = gd ? gd[c] : 1.0;
     double sdy = 0.0, sdyd = 0.0; /* sum dy, sum dy (x - mean) */
     for (int64_t n = 0; n < N; n++) {
-      const float *xr = xd + (n * C + c) * L, *gr = dyd + (n * C + c) * L;
+      const int64_t at = (n * C + c) * L;
+      const float *xr = xd + at, *gr = dyd + at, *yr = yd ? yd + at : NULL;
       for (int64_t i0 = 0; i0 < L; i0 += RUN_MAX) {
         const int64_t i1 = i0 + RUN_MAX < L ? i0 + RUN_MAX : L;
         float s1 = 0.0f, s2 = 0.0f;
-        CPU_SIMD_SUM2
-        for (int64_t i = i0; i < i1; i++) {
-          s1 += gr[i];
-          s2 += gr[i] * (xr[i] - mean);
+        if (yr) {
+          CPU_SIMD_SUM2
+          for (int64_t i = i0; i < i1; i++) {
+            const float gi = relu_grad(yr[i], gr[i]);
+            s1 += gi;
+            s2 += gi * (xr[i] - mean);
+          }
+        } else {
+          CPU_SIMD_SUM2
+          for (int64_t i = i0; i < i1; i++) {
+            s1 += gr[i];
+            s2 += gr[i] * (xr[i] - mean);
+          }
         }
         sdy += s1;
         sdyd += s2;
@@ -355,13 +393,31 @@ im_status_t im__cpu_batchnorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, i
     const float k1 = (float)(g * invstd), k2 = (float)(-g * invstd * invstd * sdyx / M),
                 k3 = (float)(-g * invstd * sdy / M);
     for (int64_t n = 0; n < N; n++) {
-      const float *xr = xd + (n * C + c) * L, *gr = dyd + (n * C + c) * L;
-      float *o = dxd + (n * C + c) * L;
-      CPU_SIMD
-      for (int64_t i = 0; i < L; i++) o[i] = k1 * gr[i] + (k2 * (xr[i] - mean) + k3);
+      const int64_t at = (n * C + c) * L;
+      const float *xr = xd + at, *gr = dyd + at, *yr = yd ? yd + at : NULL;
+      float *o = dxd + at;
+      if (yr) {
+        CPU_SIMD
+        for (int64_t i = 0; i < L; i++) o[i] = k1 * relu_grad(yr[i], gr[i]) + (k2 * (xr[i] - mean) + k3);
+      } else {
+        CPU_SIMD
+        for (int64_t i = 0; i < L; i++) o[i] = k1 * gr[i] + (k2 * (xr[i] - mean) + k3);
+      }
     }
     if (dg) dg[c] = (float)(dg[c] + sdyx);
     if (db) db[c] = (float)(db[c] + sdy);
   }
   return IM_OK;
+}
+
+im_status_t im__cpu_batchnorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, im__ct *gamma, im__ct *save_mean,
+                                       im__ct *save_invstd, im__t *dx, im__t *dgamma, im__t *dbeta) {
+  return bn_backward(b, x, NULL, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+}
+
+/* The same with the ReLU's backward (from its output y) folded in when act is IM_ACT_RELU. */
+im_status_t im__cpu_batchnorm_backward_fused(im_backend_t *b, im__ct *x, im__ct *y, im_act_t act, im__ct *dy,
+                                             im__ct *gamma, im__ct *save_mean, im__ct *save_invstd, im__t *dx,
+                                             im__t *dgamma, im__t *dbeta) {
+  return bn_backward(b, x, act == IM_ACT_RELU ? y : NULL, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }

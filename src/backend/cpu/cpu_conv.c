@@ -22,7 +22,7 @@ typedef struct {
 
 /* The oneDNN tag of an activation's layout. */
 static dnnl_format_tag_t act_tag(const im_tensor_t *t) {
-  return t->layout == IM_LAYOUT_NCHW16C ? dnnl_nChw16c : dnnl_nchw;
+  return t->layout == IM_LAYOUT_NCHW16C ? dnnl_nChw16c : t->layout == IM_LAYOUT_NHWC ? dnnl_nhwc : dnnl_nchw;
 }
 
 /* x is (N,C,H,W), w is (K,C/G,R,S), y is (N,K,P,Q), x and y in the layouts xt and yt: the
@@ -33,11 +33,11 @@ static void conv_mds(const im_conv2d_params_t *p, const int64_t *xs, const int64
   const int64_t G = p->groups;
   im__cpu_md(&m->x, 4, xs, xt);
   im__cpu_md(&m->y, 4, ys, yt);
-  /* A blocked activation is asked for as it is: with "any", oneDNN's inference kernels (brgconv)
-   * pick NHWC, and the two reorders around each convolution cost more than brgconv gains
-   * (resnet18@224 batch 64: 74 img/s with them, 96 without). */
-  im__cpu_md(&m->xa, 4, xs, xt == dnnl_nChw16c ? xt : dnnl_format_tag_any);
-  im__cpu_md(&m->ya, 4, ys, yt == dnnl_nChw16c ? yt : dnnl_format_tag_any);
+  /* A blocked or channels-last activation is asked for as it is: with "any", oneDNN's inference
+   * kernels (brgconv) pick NHWC for blocked tensors, and the two reorders around each convolution
+   * cost more than brgconv gains (resnet18@224 batch 64: 74 img/s with them, 96 without). */
+  im__cpu_md(&m->xa, 4, xs, xt != dnnl_nchw ? xt : dnnl_format_tag_any);
+  im__cpu_md(&m->ya, 4, ys, yt != dnnl_nchw ? yt : dnnl_format_tag_any);
   im__cpu_md(&m->b, 1, &ys[1], dnnl_x);
   if (G == 1) {
     im__cpu_md(&m->w, 4, ws, dnnl_oihw);
@@ -87,12 +87,13 @@ static dnnl_alg_kind_t conv_alg_infer(const im_conv2d_params_t *p, const int64_t
   return a;
 }
 
-/* variant: bit 0 a fused ReLU, bits 1 and 2 x and y (or dx and dy) blocked; bit 3 (forward) stamped weights. */
+/* variant: bit 0 a fused ReLU, bits 1-2 and 3-4 the layouts of x and y (or dx and dy); bit 5 (forward) stamped
+ * weights. */
 static void conv_key(cpu_key_t *k, im_op_t op, const im_conv2d_params_t *p, const int64_t *xs, const int64_t *ws,
                      int has_bias, const im_tensor_t *x, const im_tensor_t *y, int relu) {
   memset(k, 0, sizeof *k);
   k->op = (int32_t)op;
-  k->variant = relu | (x->layout == IM_LAYOUT_NCHW16C) << 1 | (y->layout == IM_LAYOUT_NCHW16C) << 2;
+  k->variant = relu | (int)x->layout << 1 | (int)y->layout << 3;
   const int64_t v[CPU_KEY_LEN] = {xs[0],       xs[1],       xs[2],         xs[3],         ws[0],
                                   ws[2],       ws[3],       p->stride_h,   p->stride_w,   p->pad_h,
                                   p->pad_w,    p->dilation_h, p->dilation_w, p->groups, has_bias};
@@ -103,6 +104,21 @@ static void conv_key(cpu_key_t *k, im_op_t op, const im_conv2d_params_t *p, cons
  * layout, which oneDNN's first-layer kernels read directly; with "any" oneDNN may ask for the
  * input padded to 16 channels, a reorder that writes 5x the image (21% of surfacenet's inference). */
 static int few_channels(const conv_mds_t *m) { return m->x.dims[1] < 16 && m->w.ndims == 4; }
+
+/* oneDNN falls back to its reference kernels (tens of times slower) for some layout requests, such
+ * as a plain first-layer input with a channels-last output: is pd one of those? relax() then lets
+ * oneDNN choose the activations' layouts, and the plan reorders (cheap next to the reference kernel). */
+static int is_ref(const_dnnl_primitive_desc_t pd) {
+  const char *impl = NULL;
+  return pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+         !strncmp(impl, "ref", 3);
+}
+static int relax(conv_mds_t *m) {
+  if (m->xa.format_kind == dnnl_format_kind_any && m->ya.format_kind == dnnl_format_kind_any) return 0;
+  im__cpu_md(&m->xa, 4, m->x.dims, dnnl_format_tag_any);
+  im__cpu_md(&m->ya, 4, m->y.dims, dnnl_format_tag_any);
+  return 1;
+}
 
 /* A forward pd on "any" layouts: the forward op itself, and the hint the backward ops need.
  * relu: a fused ReLU post-op (inference). */
@@ -140,7 +156,7 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL, x, y,
            relu);
   const int stamped = w->stamp != 0; /* weights that stay: an inference model */
-  k.variant |= stamped << 3;
+  k.variant |= stamped << 5;
   cpu_build_t bld;
   cpu_plan_t *pl;
   im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
@@ -150,6 +166,10 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
     conv_mds(p, x->shape, w->shape, y->shape, act_tag(x), act_tag(y), &m);
     const dnnl_alg_kind_t alg = stamped ? conv_alg_infer(p, x->shape, w->shape) : conv_alg(p, x->shape[1]);
     dnnl_primitive_desc_t pd = fwd_pd_act(&bld, &m, alg, bias != NULL, relu, relu || stamped);
+    if (is_ref(pd) && relax(&m)) {
+      dnnl_primitive_desc_destroy(pd);
+      pd = fwd_pd_act(&bld, &m, alg, bias != NULL, relu, relu || stamped);
+    }
     const int mx = im__cpu_mem_in(&bld, &m.x, 0, q(pd, dnnl_query_src_md));
     const int mw = im__cpu_mem_in_const(&bld, &m.w, 1, q(pd, dnnl_query_weights_md));
     const int mb = bias ? im__cpu_mem_user(&bld, &m.b, 2) : -1;
@@ -197,16 +217,21 @@ im_status_t im__cpu_conv2d_backward_data(im_backend_t *b, const im_conv2d_params
     conv_mds(p, dx->shape, w->shape, dy->shape, act_tag(dx), act_tag(dy), &m);
     const int plain = p->groups == 1 && dx->shape[1] < 16;
     const dnnl_alg_kind_t alg = conv_alg(p, dx->shape[1]);
-    dnnl_primitive_desc_t hint = fwd_pd(&bld, &m, alg, 0), pd = NULL;
-    dnnl_convolution_desc_t d;
-    if (bld.st == IM_OK) {
-      dnnl_status_t s = dnnl_dilated_convolution_backward_data_desc_init(
-          &d, alg, plain ? &m.x : &m.xa, plain ? &m.w : &m.wa, plain ? &m.y : &m.ya, m.stride,
-          m.dil, m.pad_l, m.pad_r);
-      if (s != dnnl_success) bld.st = im__cpu_dnnl_error(s, "convolution backward-data descriptor");
-      pd = im__cpu_pd(&bld, &d, hint, 0);
+    dnnl_primitive_desc_t pd = NULL;
+    for (int again = 1; again;) {
+      dnnl_primitive_desc_t hint = fwd_pd(&bld, &m, alg, 0);
+      dnnl_convolution_desc_t d;
+      if (bld.st == IM_OK) {
+        dnnl_status_t s = dnnl_dilated_convolution_backward_data_desc_init(
+            &d, alg, plain ? &m.x : &m.xa, plain ? &m.w : &m.wa, plain ? &m.y : &m.ya, m.stride,
+            m.dil, m.pad_l, m.pad_r);
+        if (s != dnnl_success) bld.st = im__cpu_dnnl_error(s, "convolution backward-data descriptor");
+        pd = im__cpu_pd(&bld, &d, hint, 0);
+      }
+      if (hint) dnnl_primitive_desc_destroy(hint);
+      again = is_ref(pd) && relax(&m);
+      if (again) dnnl_primitive_desc_destroy(pd), pd = NULL;
     }
-    if (hint) dnnl_primitive_desc_destroy(hint);
     const int mdy = im__cpu_mem_in(&bld, &m.y, 0, q(pd, dnnl_query_diff_dst_md));
     const int mw = im__cpu_mem_in(&bld, &m.w, 1, q(pd, dnnl_query_weights_md));
     const int mdx = im__cpu_mem_out(&bld, &m.x, 2, q(pd, dnnl_query_diff_src_md), 0);
@@ -240,16 +265,21 @@ im_status_t im__cpu_conv2d_backward_weight(im_backend_t *b, const im_conv2d_para
     conv_mds_t m;
     conv_mds(p, x->shape, dw->shape, dy->shape, act_tag(x), act_tag(dy), &m);
     const dnnl_alg_kind_t alg = conv_alg(p, x->shape[1]);
-    dnnl_primitive_desc_t hint = fwd_pd(&bld, &m, alg, dbias != NULL), pd = NULL;
-    dnnl_convolution_desc_t d;
-    if (bld.st == IM_OK) {
-      dnnl_status_t s = dnnl_dilated_convolution_backward_weights_desc_init(
-          &d, alg, few_channels(&m) ? &m.x : &m.xa, &m.wa, dbias ? &m.b : NULL, &m.ya, m.stride, m.dil, m.pad_l,
-          m.pad_r);
-      if (s != dnnl_success) bld.st = im__cpu_dnnl_error(s, "convolution backward-weights descriptor");
-      pd = im__cpu_pd(&bld, &d, hint, 0);
+    dnnl_primitive_desc_t pd = NULL;
+    for (int again = 1; again;) {
+      dnnl_primitive_desc_t hint = fwd_pd(&bld, &m, alg, dbias != NULL);
+      dnnl_convolution_desc_t d;
+      if (bld.st == IM_OK) {
+        dnnl_status_t s = dnnl_dilated_convolution_backward_weights_desc_init(
+            &d, alg, few_channels(&m) ? &m.x : &m.xa, &m.wa, dbias ? &m.b : NULL, &m.ya, m.stride, m.dil, m.pad_l,
+            m.pad_r);
+        if (s != dnnl_success) bld.st = im__cpu_dnnl_error(s, "convolution backward-weights descriptor");
+        pd = im__cpu_pd(&bld, &d, hint, 0);
+      }
+      if (hint) dnnl_primitive_desc_destroy(hint);
+      again = is_ref(pd) && relax(&m);
+      if (again) dnnl_primitive_desc_destroy(pd), pd = NULL;
     }
-    if (hint) dnnl_primitive_desc_destroy(hint);
     const int mx = im__cpu_mem_in(&bld, &m.x, 0, q(pd, dnnl_query_src_md));
     const int mdy = im__cpu_mem_in(&bld, &m.y, 1, q(pd, dnnl_query_diff_dst_md));
     const int mdw = im__cpu_mem_out(&bld, &m.w, 2, q(pd, dnnl_query_diff_weights_md), 1);

@@ -421,6 +421,23 @@ im_status_t im__cpu_global_avgpool_forward(im_backend_t *b, im__ct *x, im__t *y)
     }
     return IM_OK;
   }
+  if (x->layout == IM_LAYOUT_NHWC) { /* per image: the pixels' channel vectors, summed in double */
+    const int64_t N = x->shape[0], C = x->shape[1];
+    CPU_OMP_FOR
+    for (int64_t n = 0; n < N; n++) {
+      double acc[BL];
+      for (int64_t c0 = 0; c0 < C; c0 += BL) {
+        const int64_t w = C - c0 < BL ? C - c0 : BL;
+        for (int64_t j = 0; j < w; j++) acc[j] = 0.0;
+        for (int64_t i = 0; i < HW; i++) {
+          const float *xp = xd + (n * HW + i) * C + c0;
+          for (int64_t j = 0; j < w; j++) acc[j] += xp[j];
+        }
+        for (int64_t j = 0; j < w; j++) yd[n * C + c0 + j] = (float)(acc[j] / (double)HW);
+      }
+    }
+    return IM_OK;
+  }
   CPU_OMP_FOR
   for (int64_t pl = 0; pl < NC; pl++) {
     const float *xp = xd + pl * HW;
@@ -447,6 +464,16 @@ im_status_t im__cpu_global_avgpool_backward(im_backend_t *b, im__ct *dy, im__t *
       for (int j = 0; j < BL; j++) g[j] = (float)((double)dyd[pl * BL + j] / (double)HW);
       float *dp = dxd + pl * HW * BL;
       for (int64_t i = 0; i < HW; i++) memcpy(dp + i * BL, g, sizeof g);
+    }
+    return IM_OK;
+  }
+  if (dx->layout == IM_LAYOUT_NHWC) {
+    const int64_t N = dx->shape[0], C = dx->shape[1];
+    CPU_OMP_FOR
+    for (int64_t n = 0; n < N; n++) {
+      float *dp = dxd + n * HW * C;
+      for (int64_t c = 0; c < C; c++) dp[c] = (float)((double)dyd[n * C + c] / (double)HW);
+      for (int64_t i = 1; i < HW; i++) memcpy(dp + i * C, dp, sizeof *dp * (size_t)C);
     }
     return IM_OK;
   }

@@ -25,6 +25,9 @@ im_status_t im__ref_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_p
                                            im__ct *beta, im__ct *running_mean, im__ct *running_var, im__t *y);
 im_status_t im__ref_batchnorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, im__ct *gamma, im__ct *save_mean,
                                        im__ct *save_invstd, im__t *dx, im__t *dgamma, im__t *dbeta);
+im_status_t im__ref_batchnorm_backward_fused(im_backend_t *b, im__ct *x, im__ct *y, im_act_t act, im__ct *dy,
+                                             im__ct *gamma, im__ct *save_mean, im__ct *save_invstd, im__t *dx,
+                                             im__t *dgamma, im__t *dbeta);
 im_status_t im__ref_layernorm_forward(im_backend_t *b, const im_layernorm_params_t *p, im__ct *x, im__ct *gamma,
                                       im__ct *beta, im__t *y, im__t *save_mean, im__t *save_invstd);
 im_status_t im__ref_layernorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, im__ct *gamma, im__ct *save_mean,

@@ -75,33 +75,41 @@ im_status_t im__ref_batchnorm_forward_eval(im_backend_t *b, const im_batchnorm_p
 /* x, dy are (N, C, ...), gamma (C) or NULL, save_mean, save_invstd (C) from forward_train;
  * dx like x, assigned; dgamma, dbeta (C) or NULL, accumulated (+=).
  * With xhat = (x - mean) invstd and M = N*L: dbeta += sum dy, dgamma += sum dy xhat,
- * dx = gamma invstd (dy - sum(dy)/M - xhat sum(dy xhat)/M). */
-im_status_t im__ref_batchnorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, im__ct *gamma, im__ct *save_mean,
-                                       im__ct *save_invstd, im__t *dx, im__t *dgamma, im__t *dbeta) {
+ * dx = gamma invstd (dy - sum(dy)/M - xhat sum(dy xhat)/M).
+ * With y (a ReLU's output, like x) each dy is relu_backward's, y > 0 ? dy : 0, instead. */
+static void bn_backward(im__ct *x, im__ct *y, im__ct *dy, im__ct *gamma, im__ct *save_mean, im__ct *save_invstd,
+                        im__t *dx, im__t *dgamma, im__t *dbeta) {
   int64_t N, C, L;
   ncl(x, &N, &C, &L);
   const double M = (double)(N * L);
-  const float *xd = x->data, *dyd = dy->data, *gd = gamma ? gamma->data : NULL, *sm = save_mean->data,
-              *si = save_invstd->data;
+  const float *xd = x->data, *yd = y ? y->data : NULL, *dyd = dy->data, *gd = gamma ? gamma->data : NULL,
+              *sm = save_mean->data, *si = save_invstd->data;
   float *dxd = dx->data, *dg = dgamma ? dgamma->data : NULL, *db = dbeta ? dbeta->data : NULL;
+#define DY(i) (yd && !(yd[i] > 0.0f) ? 0.0f : dyd[i])
   for (int64_t c = 0; c < C; c++) {
     const double mean = sm[c], invstd = si[c], g = gd ? gd[c] : 1.0;
     double sdy = 0.0, sdyx = 0.0;
     for (int64_t n = 0; n < N; n++)
       for (int64_t l = 0; l < L; l++) {
         const int64_t i = (n * C + c) * L + l;
-        sdy += dyd[i];
-        sdyx += dyd[i] * ((xd[i] - mean) * invstd);
+        sdy += DY(i);
+        sdyx += DY(i) * ((xd[i] - mean) * invstd);
       }
     for (int64_t n = 0; n < N; n++)
       for (int64_t l = 0; l < L; l++) {
         const int64_t i = (n * C + c) * L + l;
         const double xhat = (xd[i] - mean) * invstd;
-        dxd[i] = (float)(g * invstd * (dyd[i] - sdy / M - xhat * sdyx / M));
+        dxd[i] = (float)(g * invstd * (DY(i) - sdy / M - xhat * sdyx / M));
       }
     if (dg) dg[c] = (float)(dg[c] + sdyx);
     if (db) db[c] = (float)(db[c] + sdy);
   }
+#undef DY
+}
+
+im_status_t im__ref_batchnorm_backward(im_backend_t *b, im__ct *x, im__ct *dy, im__ct *gamma, im__ct *save_mean,
+                                       im__ct *save_invstd, im__t *dx, im__t *dgamma, im__t *dbeta) {
+  bn_backward(x, NULL, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
   return IM_OK;
 }
 
@@ -172,4 +180,12 @@ im_status_t im__ref_batchnorm_forward_train_fused(im_backend_t *b, const im_batc
       im__ref_batchnorm_forward_train(b, p, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
   if (st == IM_OK && act == IM_ACT_RELU) st = im__ref_relu_forward(b, y, y);
   return st;
+}
+
+/* The fused backward: batch norm's, from dy masked by relu's output y when act is IM_ACT_RELU. */
+im_status_t im__ref_batchnorm_backward_fused(im_backend_t *b, im__ct *x, im__ct *y, im_act_t act, im__ct *dy,
+                                             im__ct *gamma, im__ct *save_mean, im__ct *save_invstd, im__t *dx,
+                                             im__t *dgamma, im__t *dbeta) {
+  bn_backward(x, act == IM_ACT_RELU ? y : NULL, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  return IM_OK;
 }
