@@ -836,6 +836,7 @@ static void test_channels_last(void **state) {
       {2, 40, 14, 14, 80, 2, 2, 2, 2, 0, 0, 1, 1, 1},  /* downsampling */
       {2, 3, 32, 32, 40, 4, 4, 4, 4, 0, 0, 1, 1, 1},   /* stem: only y channels-last */
       {1, 40, 7, 7, 40, 1, 1, 1, 1, 0, 0, 1, 1, 40},   /* layer scale */
+      {1, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* stamped: not Winograd, which takes no NHWC */
   };
   for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
     const conv_case_t *cc = &cases[ci];

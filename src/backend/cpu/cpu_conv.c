@@ -76,10 +76,12 @@ static dnnl_alg_kind_t conv_alg(const im_conv2d_params_t *p, int64_t in_channels
 /* Inference (weights that stay the same between calls): oneDNN's Winograd F(2x2,3x3) for inference
  * keeps its weights transformed (the "wino" weights format, prepared once like any stamped weights)
  * and beats the direct kernels on 3x3 stride-1 layers with at least 14x14 outputs; on smaller outputs
- * the tiles' overhead loses. */
-static dnnl_alg_kind_t conv_alg_infer(const im_conv2d_params_t *p, const int64_t *xs, const int64_t *ws) {
-  const dnnl_alg_kind_t a = conv_alg(p, xs[1]);
-  if (a == dnnl_convolution_direct) return a;
+ * the tiles' overhead loses. Its kernels take no channels-last tensors. */
+static dnnl_alg_kind_t conv_alg_infer(const im_conv2d_params_t *p, const im_tensor_t *x, const im_tensor_t *y,
+                                      const int64_t *ws) {
+  const dnnl_alg_kind_t a = conv_alg(p, x->shape[1]);
+  const int64_t *xs = x->shape;
+  if (a == dnnl_convolution_direct || x->layout == IM_LAYOUT_NHWC || y->layout == IM_LAYOUT_NHWC) return a;
   enum { MIN_HW = 14, MAX_N = 4 }; /* measured on resnet18@224: batches of 8 and more lose to "auto" */
   const int unit = (p->stride_h <= 1) && (p->stride_w <= 1) && (p->dilation_h <= 1) && (p->dilation_w <= 1);
   const int same3x3 = ws[2] == 3 && ws[3] == 3 && p->pad_h == 1 && p->pad_w == 1;
@@ -164,7 +166,7 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   if (!pl) {
     conv_mds_t m;
     conv_mds(p, x->shape, w->shape, y->shape, act_tag(x), act_tag(y), &m);
-    const dnnl_alg_kind_t alg = stamped ? conv_alg_infer(p, x->shape, w->shape) : conv_alg(p, x->shape[1]);
+    const dnnl_alg_kind_t alg = stamped ? conv_alg_infer(p, x, y, w->shape) : conv_alg(p, x->shape[1]);
     dnnl_primitive_desc_t pd = fwd_pd_act(&bld, &m, alg, bias != NULL, relu, relu || stamped);
     if (is_ref(pd) && relax(&m)) {
       dnnl_primitive_desc_destroy(pd);
