@@ -198,6 +198,35 @@ im_status_t im__cpu_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params
   return conv_forward(b, p, x, w, bias, act == IM_ACT_RELU, y);
 }
 
+/* The backward-data (weights 0) or backward-weights (weights 1, with_bias: also the bias) pd, with
+ * the forward pd as its hint; rebuilt with relaxed layouts when oneDNN would run its reference kernel.
+ * A first layer (few_channels) keeps its plain input, in backward data with plain dy and weights too. */
+static dnnl_primitive_desc_t bwd_pd(cpu_build_t *bld, conv_mds_t *m, dnnl_alg_kind_t alg, int weights, int with_bias) {
+  dnnl_primitive_desc_t pd = NULL;
+  for (int again = 1; again;) {
+    dnnl_primitive_desc_t hint = fwd_pd(bld, m, alg, with_bias);
+    const int plain = few_channels(m);
+    dnnl_convolution_desc_t d;
+    if (bld->st == IM_OK) {
+      const dnnl_status_t s =
+          weights ? dnnl_dilated_convolution_backward_weights_desc_init(&d, alg, plain ? &m->x : &m->xa, &m->wa,
+                                                                         with_bias ? &m->b : NULL, &m->ya, m->stride,
+                                                                         m->dil, m->pad_l, m->pad_r)
+                  : dnnl_dilated_convolution_backward_data_desc_init(&d, alg, plain ? &m->x : &m->xa,
+                                                                      plain ? &m->w : &m->wa, plain ? &m->y : &m->ya,
+                                                                      m->stride, m->dil, m->pad_l, m->pad_r);
+      if (s != dnnl_success)
+        bld->st = im__cpu_dnnl_error(s, weights ? "convolution backward-weights descriptor"
+                                                : "convolution backward-data descriptor");
+      pd = im__cpu_pd(bld, &d, hint, 0);
+    }
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    again = is_ref(pd) && relax(m);
+    if (again) dnnl_primitive_desc_destroy(pd), pd = NULL;
+  }
+  return pd;
+}
+
 /* dy is (N,K,P,Q) NCHW, w is (K,C/G,R,S); dx is (N,C,H,W) NCHW, assigned.
  * oneDNN's blocked backward-data kernel is slow when the input has few channels
  * (a network's first layer: 40-55 GFLOP/s against 75-120 for gemm on plain
@@ -217,23 +246,7 @@ im_status_t im__cpu_conv2d_backward_data(im_backend_t *b, const im_conv2d_params
   if (!pl) {
     conv_mds_t m;
     conv_mds(p, dx->shape, w->shape, dy->shape, act_tag(dx), act_tag(dy), &m);
-    const int plain = p->groups == 1 && dx->shape[1] < 16;
-    const dnnl_alg_kind_t alg = conv_alg(p, dx->shape[1]);
-    dnnl_primitive_desc_t pd = NULL;
-    for (int again = 1; again;) {
-      dnnl_primitive_desc_t hint = fwd_pd(&bld, &m, alg, 0);
-      dnnl_convolution_desc_t d;
-      if (bld.st == IM_OK) {
-        dnnl_status_t s = dnnl_dilated_convolution_backward_data_desc_init(
-            &d, alg, plain ? &m.x : &m.xa, plain ? &m.w : &m.wa, plain ? &m.y : &m.ya, m.stride,
-            m.dil, m.pad_l, m.pad_r);
-        if (s != dnnl_success) bld.st = im__cpu_dnnl_error(s, "convolution backward-data descriptor");
-        pd = im__cpu_pd(&bld, &d, hint, 0);
-      }
-      if (hint) dnnl_primitive_desc_destroy(hint);
-      again = is_ref(pd) && relax(&m);
-      if (again) dnnl_primitive_desc_destroy(pd), pd = NULL;
-    }
+    dnnl_primitive_desc_t pd = bwd_pd(&bld, &m, conv_alg(p, dx->shape[1]), 0, 0);
     const int mdy = im__cpu_mem_in(&bld, &m.y, 0, q(pd, dnnl_query_diff_dst_md));
     const int mw = im__cpu_mem_in(&bld, &m.w, 1, q(pd, dnnl_query_weights_md));
     const int mdx = im__cpu_mem_out(&bld, &m.x, 2, q(pd, dnnl_query_diff_src_md), 0);
@@ -266,22 +279,7 @@ im_status_t im__cpu_conv2d_backward_weight(im_backend_t *b, const im_conv2d_para
   if (!pl) {
     conv_mds_t m;
     conv_mds(p, x->shape, dw->shape, dy->shape, act_tag(x), act_tag(dy), &m);
-    const dnnl_alg_kind_t alg = conv_alg(p, x->shape[1]);
-    dnnl_primitive_desc_t pd = NULL;
-    for (int again = 1; again;) {
-      dnnl_primitive_desc_t hint = fwd_pd(&bld, &m, alg, dbias != NULL);
-      dnnl_convolution_desc_t d;
-      if (bld.st == IM_OK) {
-        dnnl_status_t s = dnnl_dilated_convolution_backward_weights_desc_init(
-            &d, alg, few_channels(&m) ? &m.x : &m.xa, &m.wa, dbias ? &m.b : NULL, &m.ya, m.stride, m.dil, m.pad_l,
-            m.pad_r);
-        if (s != dnnl_success) bld.st = im__cpu_dnnl_error(s, "convolution backward-weights descriptor");
-        pd = im__cpu_pd(&bld, &d, hint, 0);
-      }
-      if (hint) dnnl_primitive_desc_destroy(hint);
-      again = is_ref(pd) && relax(&m);
-      if (again) dnnl_primitive_desc_destroy(pd), pd = NULL;
-    }
+    dnnl_primitive_desc_t pd = bwd_pd(&bld, &m, conv_alg(p, x->shape[1]), 1, dbias != NULL);
     const int mx = im__cpu_mem_in(&bld, &m.x, 0, q(pd, dnnl_query_src_md));
     const int mdy = im__cpu_mem_in(&bld, &m.y, 1, q(pd, dnnl_query_diff_dst_md));
     const int mdw = im__cpu_mem_out(&bld, &m.w, 2, q(pd, dnnl_query_diff_weights_md), 1);
