@@ -330,6 +330,8 @@ def test_kubernetes_manifests(serve):
             path = c[probe]["httpGet"]["path"]
             assert requests.get(serve["url"] + path, timeout=10).status_code == 200, path
     assert c["resources"]["limits"] and c["resources"]["requests"]
+    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]  # serving on while endpoints drop the pod
+    assert pre_stop[0] == "sleep" and 0 < int(pre_stop[1]) < pod["spec"]["terminationGracePeriodSeconds"]
     claim = [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v][0]["persistentVolumeClaim"]["claimName"]
     assert claim == "workspace-surface" and ("PersistentVolumeClaim", "workspace-surface") in kinds
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
