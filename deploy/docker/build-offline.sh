@@ -81,6 +81,7 @@ fi
 
 echo "== docker build -> $tag (base $base)"
 cd "$root"
+rev=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
 DOCKER_BUILDKIT=1 "$docker" build --network host -f deploy/Dockerfile \
-  --build-arg DEBIAN_IMAGE="$base" -t "$tag" .
+  --build-arg DEBIAN_IMAGE="$base" --build-arg IMOPS_REVISION="$rev" -t "$tag" .
 "$docker" image ls "$tag"
