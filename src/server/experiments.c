@@ -77,13 +77,11 @@ static im_status_t search(srv_ctx_t *c) {
   st = im_track_experiment_search(c->st, view, &q, &l);
   im_free(ob);
   if (st) return im__srv_store_fail(c, st);
-  json_t *arr = json_array(), *j = json_object();
+  json_t *arr = json_array();
   for (int64_t i = 0; arr && i < l->n; i++) json_array_append_new(arr, experiment_json(c, &l->items[i]));
-  if (j && arr) json_object_set_new(j, "experiments", arr);
-  else json_decref(arr);
-  if (j && l->next_page_token) json_object_set_new(j, "next_page_token", json_string(l->next_page_token));
+  st = im__srv_ok_list(c, "experiments", arr, l->next_page_token);
   im_track_experiment_list_free(l);
-  return j ? im__srv_ok(c, j) : im_error(IM_ERR_NOMEM, "out of memory");
+  return st;
 }
 
 static im_status_t update(srv_ctx_t *c) {
@@ -122,10 +120,7 @@ static im_status_t set_tag(srv_ctx_t *c) {
 }
 
 im_status_t im__srv_routes_experiments(im_server_t *s) {
-  static const struct {
-    const char *method, *path;
-    srv_fn fn;
-  } r[] = {
+  static const srv_route_t r[] = {
       {"POST", "mlflow/experiments/create", create},
       {"GET", "mlflow/experiments/get", get},
       {"GET", "mlflow/experiments/get-by-name", get_by_name},
@@ -136,9 +131,5 @@ im_status_t im__srv_routes_experiments(im_server_t *s) {
       {"POST", "mlflow/experiments/restore", restore},
       {"POST", "mlflow/experiments/set-experiment-tag", set_tag},
   };
-  for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
-    im_status_t st = im__srv_add(s, r[i].method, r[i].path, r[i].fn, SRV_STORE);
-    if (st) return st;
-  }
-  return IM_OK;
+  return im__srv_add_routes(s, r, sizeof r / sizeof r[0], SRV_STORE);
 }

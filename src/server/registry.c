@@ -27,13 +27,11 @@ static im_status_t answer_version(srv_ctx_t *c, im_status_t st, im_track_model_v
 }
 
 static im_status_t answer_versions(srv_ctx_t *c, im_track_model_version_list_t *l) {
-  json_t *arr = json_array(), *j = json_object();
+  json_t *arr = json_array();
   for (int64_t i = 0; arr && i < l->n; i++) json_array_append_new(arr, im_track_model_version_json(&l->items[i]));
-  if (j && arr) json_object_set_new(j, "model_versions", arr);
-  else json_decref(arr);
-  if (j && l->next_page_token) json_object_set_new(j, "next_page_token", json_string(l->next_page_token));
+  im_status_t st = im__srv_ok_list(c, "model_versions", arr, l->next_page_token);
   im_track_model_version_list_free(l);
-  return j ? im__srv_ok(c, j) : im_error(IM_ERR_NOMEM, "out of memory");
+  return st;
 }
 
 /* ---- registered models ------------------------------------------------------------------ */
@@ -121,14 +119,12 @@ static im_status_t model_search(srv_ctx_t *c) {
   im_free(ob);
   im_free(copy);
   if (st) return im__srv_store_fail(c, st);
-  json_t *arr = json_array(), *j = json_object();
+  json_t *arr = json_array();
   for (int64_t i = 0; arr && i < l->n; i++)
     if (!no_prompts || !is_prompt(&l->items[i])) json_array_append_new(arr, im_track_model_json(&l->items[i]));
-  if (j && arr) json_object_set_new(j, "registered_models", arr);
-  else json_decref(arr);
-  if (j && l->next_page_token) json_object_set_new(j, "next_page_token", json_string(l->next_page_token));
+  st = im__srv_ok_list(c, "registered_models", arr, l->next_page_token);
   im_track_model_list_free(l);
-  return j ? im__srv_ok(c, j) : im_error(IM_ERR_NOMEM, "out of memory");
+  return st;
 }
 
 static im_status_t model_set_tag(srv_ctx_t *c) {
@@ -320,10 +316,7 @@ static im_status_t version_download_uri(srv_ctx_t *c) {
 }
 
 im_status_t im__srv_routes_registry(im_server_t *s) {
-  static const struct {
-    const char *method, *path;
-    srv_fn fn;
-  } r[] = {
+  static const srv_route_t r[] = {
       {"POST", "mlflow/registered-models/create", model_create},
       {"GET", "mlflow/registered-models/get", model_get},
       {"POST", "mlflow/registered-models/rename", model_rename},
@@ -347,9 +340,5 @@ im_status_t im__srv_routes_registry(im_server_t *s) {
       {"DELETE", "mlflow/model-versions/delete-tag", version_delete_tag},
       {"GET", "mlflow/model-versions/get-download-uri", version_download_uri},
   };
-  for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
-    im_status_t st = im__srv_add(s, r[i].method, r[i].path, r[i].fn, SRV_STORE);
-    if (st) return st;
-  }
-  return IM_OK;
+  return im__srv_add_routes(s, r, sizeof r / sizeof r[0], SRV_STORE);
 }

@@ -127,13 +127,11 @@ static im_status_t search(srv_ctx_t *c) {
   im_free(ob);
   im_free(ids);
   if (st) return im__srv_store_fail(c, st);
-  json_t *arr = json_array(), *j = json_object();
+  json_t *arr = json_array();
   for (int64_t i = 0; arr && i < l->n; i++) json_array_append_new(arr, run_json(c, &l->items[i]));
-  if (j && arr) json_object_set_new(j, "runs", arr);
-  else json_decref(arr);
-  if (j && l->next_page_token) json_object_set_new(j, "next_page_token", json_string(l->next_page_token));
+  st = im__srv_ok_list(c, "runs", arr, l->next_page_token);
   im_track_run_list_free(l);
-  return j ? im__srv_ok(c, j) : im_error(IM_ERR_NOMEM, "out of memory");
+  return st;
 }
 
 /* A metric's value, timestamp and step from strings, MLflow's messages on errors. */
@@ -316,20 +314,15 @@ static im_status_t get_history(srv_ctx_t *c) {
   im_track_metric_list_t *l = NULL;
   st = im_track_get_metric_history(c->st, id, key, max, tok && *tok ? tok : NULL, &l);
   if (st) return im__srv_store_fail(c, st);
-  json_t *arr = json_array(), *j = json_object();
+  json_t *arr = json_array();
   for (int64_t i = 0; arr && i < l->n; i++) json_array_append_new(arr, im_track_metric_json(&l->items[i]));
-  if (j && arr) json_object_set_new(j, "metrics", arr);
-  else json_decref(arr);
-  if (j && l->next_page_token) json_object_set_new(j, "next_page_token", json_string(l->next_page_token));
+  st = im__srv_ok_list(c, "metrics", arr, l->next_page_token);
   im_track_metric_list_free(l);
-  return j ? im__srv_ok(c, j) : im_error(IM_ERR_NOMEM, "out of memory");
+  return st;
 }
 
 im_status_t im__srv_routes_runs(im_server_t *s) {
-  static const struct {
-    const char *method, *path;
-    srv_fn fn;
-  } r[] = {
+  static const srv_route_t r[] = {
       {"POST", "mlflow/runs/create", create},
       {"GET", "mlflow/runs/get", get},
       {"POST", "mlflow/runs/update", update},
@@ -345,9 +338,5 @@ im_status_t im__srv_routes_runs(im_server_t *s) {
       {"POST", "mlflow/runs/log-model", log_model},
       {"GET", "mlflow/metrics/get-history", get_history},
   };
-  for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
-    im_status_t st = im__srv_add(s, r[i].method, r[i].path, r[i].fn, SRV_STORE);
-    if (st) return st;
-  }
-  return IM_OK;
+  return im__srv_add_routes(s, r, sizeof r / sizeof r[0], SRV_STORE);
 }

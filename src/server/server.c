@@ -87,6 +87,14 @@ json_t *im__srv_obj1(const char *key, json_t *value) {
   return o;
 }
 
+im_status_t im__srv_ok_list(srv_ctx_t *c, const char *key, json_t *arr, const char *next_token) {
+  json_t *j = json_object();
+  if (j && arr) json_object_set_new(j, key, arr);
+  else json_decref(arr);
+  if (j && next_token) json_object_set_new(j, "next_page_token", json_string(next_token));
+  return j ? im__srv_ok(c, j) : im_error(IM_ERR_NOMEM, "out of memory");
+}
+
 /* ---- arguments ---------------------------------------------------------------------- */
 
 /* Numbers and booleans become strings, nulls disappear: the handlers then read a
@@ -530,6 +538,14 @@ im_status_t im__srv_add(im_server_t *s, const char *method, const char *path, sr
     snprintf(pattern, sizeof pattern, "%s%s", prefixes[i], path);
     im_status_t st = (flags & SRV_SPOOL) ? im_http_server_route_spool(s->http, method, pattern, trampoline, b, s->spool_dir)
                                          : im_http_server_route(s->http, method, pattern, trampoline, b);
+    if (st) return st;
+  }
+  return IM_OK;
+}
+
+im_status_t im__srv_add_routes(im_server_t *s, const srv_route_t *r, size_t n, int flags) {
+  for (size_t i = 0; i < n; i++) {
+    im_status_t st = im__srv_add(s, r[i].method, r[i].path, r[i].fn, flags);
     if (st) return st;
   }
   return IM_OK;

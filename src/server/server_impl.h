@@ -81,6 +81,13 @@ typedef struct srv_binding {
 
 /** Registers fn at "/api/2.0/<path>" and "/ajax-api/2.0/<path>". */
 im_status_t im__srv_add(im_server_t *s, const char *method, const char *path, srv_fn fn, int flags);
+/** One route of a family's table. */
+typedef struct {
+  const char *method, *path;
+  srv_fn fn;
+} srv_route_t;
+/** im__srv_add for each of the n routes of r, all with flags. */
+im_status_t im__srv_add_routes(im_server_t *s, const srv_route_t *r, size_t n, int flags);
 /* The families. */
 im_status_t im__srv_routes_experiments(im_server_t *s);
 im_status_t im__srv_routes_runs(im_server_t *s);
@@ -100,6 +107,9 @@ im_status_t im__srv_fail(srv_ctx_t *c, const char *code, const char *fmt, ...) I
 im_status_t im__srv_store_fail(srv_ctx_t *c, im_status_t st);
 /** An object {key: value} with value stolen. */
 json_t *im__srv_obj1(const char *key, json_t *value);
+/** 200 with a list page {key: arr, "next_page_token": next_token}: arr is stolen
+ * and left out when NULL (out of memory), the token when NULL. */
+im_status_t im__srv_ok_list(srv_ctx_t *c, const char *key, json_t *arr, const char *next_token);
 
 /* ---- arguments ----------------------------------------------------------------------- */
 /** The string value of key (the first when repeated), or NULL when absent. */

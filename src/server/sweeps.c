@@ -253,19 +253,12 @@ static im_status_t agent_end(srv_ctx_t *c) {
 }
 
 im_status_t im__srv_routes_sweeps(im_server_t *s) {
-  static const struct {
-    const char *method, *path;
-    srv_fn fn;
-  } r[] = {
+  static const srv_route_t r[] = {
       {"POST", "imops/sweeps/create", create},       {"GET", "imops/sweeps/get", get},
       {"GET", "imops/sweeps/list", list},            {"POST", "imops/sweeps/claim", claim},
       {"POST", "imops/sweeps/heartbeat", heartbeat}, {"POST", "imops/sweeps/update-trial", update_trial},
       {"POST", "imops/sweeps/report", report},       {"POST", "imops/sweeps/set-state", set_state},
       {"POST", "imops/sweeps/agent-start", agent_start}, {"POST", "imops/sweeps/agent-end", agent_end},
   };
-  for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
-    im_status_t st = im__srv_add(s, r[i].method, r[i].path, r[i].fn, SRV_STORE);
-    if (st) return st;
-  }
-  return IM_OK;
+  return im__srv_add_routes(s, r, sizeof r / sizeof r[0], SRV_STORE);
 }

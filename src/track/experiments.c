@@ -235,43 +235,29 @@ static const char *view_sql(im_track_view_t view) {
 /* im__trk_fill_fn for experiment searches. */
 static im_status_t experiment_fill(im_track_store_t *s, sqlite3_stmt *st, void *item) { return load_row(s, st, item); }
 
+static const im__search_spec_t experiment_search = {
+    .dom = &im__dom_experiments,
+    .def_results = 1000,
+    .max_results = IM_TRACK_MAX_SEARCH_RESULTS,
+    .select = "SELECT " EXP_COLS " FROM experiments e WHERE ",
+    .order_tail = "e.creation_time DESC, e.experiment_id ASC",
+    .what = "preparing the experiment search",
+    .item_size = sizeof(im_track_experiment_t),
+    .fill = experiment_fill,
+};
+
 static im_status_t experiment_search_snap(im_track_store_t *s, im_track_view_t view, const im_track_search_t *q,
                                           im_track_experiment_list_t **out) {
   if (!s || !out) return im_error(IM_ERR_ARG, "im_track_experiment_search: NULL argument");
   *out = NULL;
   if ((int)view < 0 || (int)view > IM_TRACK_ALL)
     return im__trk_fail(s, IM_ERR_ARG, IM__TRK_INVALID, "invalid view type %d", view);
-  im__sql_t where = {0}, order = {0};
-  int64_t limit = 0, offset = 0;
-  im_status_t r = im__search_prepare(s, q, &im__dom_experiments, 1000, IM_TRACK_MAX_SEARCH_RESULTS, &where, &order,
-                                     &limit, &offset);
-  im_buf_t sql = {0};
-  sqlite3_stmt *st = NULL;
-  im_track_experiment_list_t *l = NULL;
-  if (r == IM_OK &&
-      im_buf_printf(&sql,
-                    "SELECT " EXP_COLS " FROM experiments e WHERE %s%s ORDER BY %se.creation_time DESC, "
-                    "e.experiment_id ASC LIMIT ? OFFSET ?",
-                    view_sql(view), where.sql.data ? where.sql.data : "", order.sql.data ? order.sql.data : ""))
-    r = IM__TRK_NOMEM(s);
-  if (r == IM_OK) {
-    int rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
-    if (rc != SQLITE_OK) r = im__trk_sqlfail(s, rc, "preparing the experiment search");
-  }
-  int next = 1;
-  if (r == IM_OK) r = im__sql_bind(s, &where, st, next, &next);
-  if (r == IM_OK) r = im__sql_bind(s, &order, st, next, &next);
-  if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
-  if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
-  if (r == IM_OK) {
-    void *items = NULL;
-    r = im__trk_collect_page(s, st, limit, offset, sizeof(im_track_experiment_t), experiment_fill, &items, &l->n, &l->next_page_token);
-    l->items = items;
-  }
-  sqlite3_finalize(st);
-  im_buf_free(&sql);
-  im__sql_free(&where);
-  im__sql_free(&order);
+  im_track_experiment_list_t *l = im_calloc(1, sizeof *l);
+  if (!l) return IM__TRK_NOMEM(s);
+  void *items = NULL;
+  im_status_t r =
+      im__trk_search(s, &experiment_search, q, view_sql(view), NULL, 0, &items, &l->n, &l->next_page_token);
+  l->items = items;
   if (r != IM_OK) {
     im_track_experiment_list_free(l);
     return r;
@@ -358,26 +344,14 @@ im_status_t im_track_experiment_set_tag(im_track_store_t *s, const char *experim
 /* ---- public reads: each in one snapshot (a read transaction) ------------------------ */
 
 im_status_t im_track_experiment_get(im_track_store_t *s, const char *experiment_id, im_track_experiment_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_experiment_get: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = experiment_get_snap(s, experiment_id, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, experiment_get_snap(s, experiment_id, out));
 }
 
 im_status_t im_track_experiment_get_by_name(im_track_store_t *s, const char *name, im_track_experiment_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_experiment_get_by_name: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = experiment_get_by_name_snap(s, name, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, experiment_get_by_name_snap(s, name, out));
 }
 
 im_status_t im_track_experiment_search(im_track_store_t *s, im_track_view_t view, const im_track_search_t *q,
                                        im_track_experiment_list_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_experiment_search: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = experiment_search_snap(s, view, q, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, experiment_search_snap(s, view, q, out));
 }

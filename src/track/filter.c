@@ -2,7 +2,8 @@
  * precise error messages, fuzzed by tests/fuzz/fuzz_track_filter.c) and of
  * order_by entries, and their compilation to parameterized SQL (values are
  * always bound, never pasted) for a search domain (runs, experiments,
- * registered models, model versions).
+ * registered models, model versions), and im__trk_search, which runs a whole
+ * search of one of those domains and collects a page.
  *
  *   filter  := clause (AND clause)*
  *   clause  := key op value
@@ -640,4 +641,34 @@ im_status_t im__search_prepare(im_track_store_t *s, const im_track_search_t *q, 
                         (long long)max);
   *limit = m;
   return im__trk_parse_page_token(s, q->page_token, offset);
+}
+
+im_status_t im__trk_search(im_track_store_t *s, const im__search_spec_t *sp, const im_track_search_t *q,
+                           const char *cond, const int64_t *ids, int n_ids, void **items, int64_t *n,
+                           char **next_token) {
+  im__sql_t where = {0}, order = {0};
+  int64_t limit = 0, offset = 0;
+  im_status_t r =
+      im__search_prepare(s, q, sp->dom, sp->def_results, sp->max_results, &where, &order, &limit, &offset);
+  im_buf_t sql = {0};
+  if (r == IM_OK && im_buf_printf(&sql, "%s%s%s ORDER BY %s%s LIMIT ? OFFSET ?", sp->select, cond,
+                                  where.sql.data ? where.sql.data : "", order.sql.data ? order.sql.data : "",
+                                  sp->order_tail))
+    r = IM__TRK_NOMEM(s);
+  sqlite3_stmt *st = NULL;
+  if (r == IM_OK) {
+    int rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
+    if (rc != SQLITE_OK) r = im__trk_sqlfail(s, rc, sp->what);
+  }
+  int next = 1;
+  for (int i = 0; r == IM_OK && i < n_ids; i++) r = im__trk_bindv(s, st, next++, "i", ids[i]);
+  if (r == IM_OK) r = im__sql_bind(s, &where, st, next, &next);
+  if (r == IM_OK) r = im__sql_bind(s, &order, st, next, &next);
+  if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
+  if (r == IM_OK) r = im__trk_collect_page(s, st, limit, offset, sp->item_size, sp->fill, items, n, next_token);
+  sqlite3_finalize(st);
+  im_buf_free(&sql);
+  im__sql_free(&where);
+  im__sql_free(&order);
+  return r;
 }

@@ -150,6 +150,16 @@ im_status_t im_track_log_batch(im_track_store_t *s, const char *run_id, const im
   return im__trk_end(s, r);
 }
 
+im_status_t im__trk_metric_fill(im_track_store_t *s, sqlite3_stmt *st, void *item) {
+  im_track_metric_t *m = item;
+  int oom = 0;
+  m->key = im__trk_col_dup0(st, 0, &oom);
+  m->value = sqlite3_column_int(st, 2) ? NAN : sqlite3_column_double(st, 1);
+  m->timestamp = sqlite3_column_int64(st, 3);
+  m->step = sqlite3_column_int64(st, 4);
+  return oom ? IM__TRK_NOMEM(s) : IM_OK;
+}
+
 static im_status_t get_metric_history_snap(im_track_store_t *s, const char *run_id, const char *key,
                                            int64_t max_results, const char *page_token, im_track_metric_list_t **out) {
   if (!s || !out) return im_error(IM_ERR_ARG, "im_track_get_metric_history: NULL argument");
@@ -169,32 +179,13 @@ static im_status_t get_metric_history_snap(im_track_store_t *s, const char *run_
   r = im__trk_bindv(s, st, 1, "isii", pk, key, limit > 0 ? limit + 1 : -1, offset);
   im_track_metric_list_t *l = NULL;
   if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
-  int64_t cap = 0;
-  int row = 0, oom = 0;
-  while (r == IM_OK && (r = im__trk_step(s, st, &row)) == IM_OK && row) {
-    if (limit > 0 && l->n == limit) {
-      if (!(l->next_page_token = im__trk_page_token(offset + limit))) oom = 1;
-      break;
-    }
-    if (l->n == cap) {
-      int64_t nc = cap ? cap * 2 : 64;
-      im_track_metric_t *ni = im_realloc(l->items, (size_t)nc * sizeof *ni);
-      if (!ni) {
-        oom = 1;
-        break;
-      }
-      l->items = ni;
-      cap = nc;
-    }
-    im_track_metric_t *m = &l->items[l->n++];
-    m->key = im__trk_col_dup0(st, 0, &oom);
-    m->value = sqlite3_column_int(st, 2) ? NAN : sqlite3_column_double(st, 1);
-    m->timestamp = sqlite3_column_int64(st, 3);
-    m->step = sqlite3_column_int64(st, 4);
-    if (oom) break;
+  if (r == IM_OK) {
+    void *items = NULL;
+    r = im__trk_collect_page(s, st, limit > 0 ? limit : INT64_MAX, offset, sizeof(im_track_metric_t),
+                             im__trk_metric_fill, &items, &l->n, &l->next_page_token);
+    l->items = items;
   }
   im__trk_reset(st);
-  if (r == IM_OK && oom) r = IM__TRK_NOMEM(s);
   if (r != IM_OK) {
     im_track_metric_list_free(l);
     return r;
@@ -207,9 +198,5 @@ static im_status_t get_metric_history_snap(im_track_store_t *s, const char *run_
 
 im_status_t im_track_get_metric_history(im_track_store_t *s, const char *run_id, const char *key, int64_t max_results,
                                         const char *page_token, im_track_metric_list_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_get_metric_history: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = get_metric_history_snap(s, run_id, key, max_results, page_token, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, get_metric_history_snap(s, run_id, key, max_results, page_token, out));
 }

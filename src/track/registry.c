@@ -434,37 +434,25 @@ static im_status_t model_fill_row(im_track_store_t *s, sqlite3_stmt *st, void *i
 /* im__trk_fill_fn for model version searches. */
 static im_status_t version_fill(im_track_store_t *s, sqlite3_stmt *st, void *item) { return version_row(s, st, item); }
 
+static const im__search_spec_t model_search = {
+    .dom = &im__dom_models,
+    .def_results = 100,
+    .max_results = 1000,
+    .select = "SELECT m.id FROM registered_models m WHERE ",
+    .order_tail = "m.name ASC",
+    .what = "preparing the registered model search",
+    .item_size = sizeof(im_track_model_t),
+    .fill = model_fill_row,
+};
+
 static im_status_t model_search_snap(im_track_store_t *s, const im_track_search_t *q, im_track_model_list_t **out) {
   if (!s || !out) return im_error(IM_ERR_ARG, "im_track_model_search: NULL argument");
   *out = NULL;
-  im__sql_t where = {0}, order = {0};
-  int64_t limit = 0, offset = 0;
-  im_status_t r = im__search_prepare(s, q, &im__dom_models, 100, 1000, &where, &order, &limit, &offset);
-  im_buf_t sql = {0};
-  if (r == IM_OK &&
-      im_buf_printf(&sql, "SELECT m.id FROM registered_models m WHERE 1%s ORDER BY %sm.name ASC LIMIT ? OFFSET ?",
-                    where.sql.data ? where.sql.data : "", order.sql.data ? order.sql.data : ""))
-    r = IM__TRK_NOMEM(s);
-  sqlite3_stmt *st = NULL;
-  if (r == IM_OK) {
-    int rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
-    if (rc != SQLITE_OK) r = im__trk_sqlfail(s, rc, "preparing the registered model search");
-  }
-  int next = 1;
-  if (r == IM_OK) r = im__sql_bind(s, &where, st, next, &next);
-  if (r == IM_OK) r = im__sql_bind(s, &order, st, next, &next);
-  if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
-  im_track_model_list_t *l = NULL;
-  if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
-  if (r == IM_OK) {
-    void *items = NULL;
-    r = im__trk_collect_page(s, st, limit, offset, sizeof(im_track_model_t), model_fill_row, &items, &l->n, &l->next_page_token);
-    l->items = items;
-  }
-  sqlite3_finalize(st);
-  im_buf_free(&sql);
-  im__sql_free(&where);
-  im__sql_free(&order);
+  im_track_model_list_t *l = im_calloc(1, sizeof *l);
+  if (!l) return IM__TRK_NOMEM(s);
+  void *items = NULL;
+  im_status_t r = im__trk_search(s, &model_search, q, "1", NULL, 0, &items, &l->n, &l->next_page_token);
+  l->items = items;
   if (r != IM_OK) {
     im_track_model_list_free(l);
     return r;
@@ -604,39 +592,26 @@ static im_status_t model_version_get_snap(im_track_store_t *s, const char *name,
   return r;
 }
 
+static const im__search_spec_t version_search = {
+    .dom = &im__dom_versions,
+    .def_results = 10000,
+    .max_results = 200000,
+    .select = "SELECT " MV_COLS MV_FROM " WHERE ",
+    .order_tail = "m.name ASC, v.version DESC",
+    .what = "preparing the model version search",
+    .item_size = sizeof(im_track_model_version_t),
+    .fill = version_fill,
+};
+
 static im_status_t model_version_search_snap(im_track_store_t *s, const im_track_search_t *q,
                                              im_track_model_version_list_t **out) {
   if (!s || !out) return im_error(IM_ERR_ARG, "im_track_model_version_search: NULL argument");
   *out = NULL;
-  im__sql_t where = {0}, order = {0};
-  int64_t limit = 0, offset = 0;
-  im_status_t r = im__search_prepare(s, q, &im__dom_versions, 10000, 200000, &where, &order, &limit, &offset);
-  im_buf_t sql = {0};
-  if (r == IM_OK && im_buf_printf(&sql,
-                                  "SELECT " MV_COLS MV_FROM " WHERE 1%s ORDER BY %sm.name ASC, v.version DESC "
-                                  "LIMIT ? OFFSET ?",
-                                  where.sql.data ? where.sql.data : "", order.sql.data ? order.sql.data : ""))
-    r = IM__TRK_NOMEM(s);
-  sqlite3_stmt *st = NULL;
-  if (r == IM_OK) {
-    int rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
-    if (rc != SQLITE_OK) r = im__trk_sqlfail(s, rc, "preparing the model version search");
-  }
-  int next = 1;
-  if (r == IM_OK) r = im__sql_bind(s, &where, st, next, &next);
-  if (r == IM_OK) r = im__sql_bind(s, &order, st, next, &next);
-  if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
-  im_track_model_version_list_t *l = NULL;
-  if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
-  if (r == IM_OK) {
-    void *items = NULL;
-    r = im__trk_collect_page(s, st, limit, offset, sizeof(im_track_model_version_t), version_fill, &items, &l->n, &l->next_page_token);
-    l->items = items;
-  }
-  sqlite3_finalize(st);
-  im_buf_free(&sql);
-  im__sql_free(&where);
-  im__sql_free(&order);
+  im_track_model_version_list_t *l = im_calloc(1, sizeof *l);
+  if (!l) return IM__TRK_NOMEM(s);
+  void *items = NULL;
+  im_status_t r = im__trk_search(s, &version_search, q, "1", NULL, 0, &items, &l->n, &l->next_page_token);
+  l->items = items;
   if (r != IM_OK) {
     im_track_model_version_list_free(l);
     return r;
@@ -771,53 +746,29 @@ static im_status_t model_latest_versions_snap(im_track_store_t *s, const char *n
 /* ---- public reads: each in one snapshot (a read transaction) ------------------------ */
 
 im_status_t im_track_model_get(im_track_store_t *s, const char *name, im_track_model_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_model_get: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = model_get_snap(s, name, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, model_get_snap(s, name, out));
 }
 
 im_status_t im_track_model_search(im_track_store_t *s, const im_track_search_t *q, im_track_model_list_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_model_search: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = model_search_snap(s, q, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, model_search_snap(s, q, out));
 }
 
 im_status_t im_track_model_version_get(im_track_store_t *s, const char *name, int64_t version,
                                        im_track_model_version_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_model_version_get: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = model_version_get_snap(s, name, version, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, model_version_get_snap(s, name, version, out));
 }
 
 im_status_t im_track_model_version_search(im_track_store_t *s, const im_track_search_t *q,
                                           im_track_model_version_list_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_model_version_search: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = model_version_search_snap(s, q, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, model_version_search_snap(s, q, out));
 }
 
 im_status_t im_track_model_version_get_by_alias(im_track_store_t *s, const char *name, const char *alias,
                                                 im_track_model_version_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_model_version_get_by_alias: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = model_version_get_by_alias_snap(s, name, alias, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, model_version_get_by_alias_snap(s, name, alias, out));
 }
 
 im_status_t im_track_model_latest_versions(im_track_store_t *s, const char *name, const char *const *stages,
                                            int n_stages, im_track_model_version_list_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_model_latest_versions: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = model_latest_versions_snap(s, name, stages, n_stages, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, model_latest_versions_snap(s, name, stages, n_stages, out));
 }

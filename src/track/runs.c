@@ -3,7 +3,6 @@
  * get (info + latest metrics, params, tags), update, soft delete / restore,
  * tags, and search with MLflow's filter and order_by syntax. */
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -138,27 +137,13 @@ static im_status_t load_data(im_track_store_t *s, int64_t pk, im_track_run_t *ru
   sqlite3_stmt *st = im__trk_stmt(s, q_metrics);
   if (!st) return IM_ERR_INTERNAL;
   im_status_t r = im__trk_bindv(s, st, 1, "i", pk);
-  int row = 0, cap = 0, oom = 0;
-  while (r == IM_OK && (r = im__trk_step(s, st, &row)) == IM_OK && row) {
-    if (run->n_metrics == cap) {
-      int nc = cap ? cap * 2 : 8;
-      im_track_metric_t *nm = im_realloc(run->metrics, (size_t)nc * sizeof *nm);
-      if (!nm) {
-        oom = 1;
-        break;
-      }
-      run->metrics = nm;
-      cap = nc;
-    }
-    im_track_metric_t *m = &run->metrics[run->n_metrics++];
-    m->key = im__trk_col_dup0(st, 0, &oom);
-    m->value = sqlite3_column_int(st, 2) ? NAN : sqlite3_column_double(st, 1);
-    m->timestamp = sqlite3_column_int64(st, 3);
-    m->step = sqlite3_column_int64(st, 4);
-    if (oom) break;
-  }
+  void *items = NULL;
+  int64_t n = 0;
+  if (r == IM_OK)
+    r = im__trk_collect_page(s, st, INT64_MAX, 0, sizeof(im_track_metric_t), im__trk_metric_fill, &items, &n, NULL);
+  run->metrics = items;
+  run->n_metrics = (int)n;
   im__trk_reset(st);
-  if (r == IM_OK && oom) r = IM__TRK_NOMEM(s);
   if (r) return r;
   if (!(st = im__trk_stmt(s, q_params))) return IM_ERR_INTERNAL;
   if ((r = im__trk_bindv(s, st, 1, "i", pk))) return r;
@@ -380,6 +365,17 @@ static im_status_t run_fill(im_track_store_t *s, sqlite3_stmt *st, void *item) {
   return r == IM_OK ? load_data(s, pk, item) : r;
 }
 
+static const im__search_spec_t run_search = {
+    .dom = &im__dom_runs,
+    .def_results = 1000,
+    .max_results = IM_TRACK_MAX_SEARCH_RESULTS,
+    .select = "SELECT " RUN_COLS " FROM runs r WHERE ",
+    .order_tail = "r.start_time DESC, r.run_uuid ASC",
+    .what = "preparing the run search",
+    .item_size = sizeof(im_track_run_t),
+    .fill = run_fill,
+};
+
 static im_status_t run_search_snap(im_track_store_t *s, const char *const *experiment_ids, int n_experiment_ids,
                                    im_track_view_t view, const im_track_search_t *q, im_track_run_list_t **out) {
   if (!s || !out) return im_error(IM_ERR_ARG, "im_track_run_search: NULL argument");
@@ -388,52 +384,30 @@ static im_status_t run_search_snap(im_track_store_t *s, const char *const *exper
     return im__trk_fail(s, IM_ERR_ARG, IM__TRK_INVALID, "bad experiment id list");
   if (n_experiment_ids > 1000)
     return im__trk_fail(s, IM_ERR_ARG, IM__TRK_INVALID, "too many experiment ids (%d; at most 1000)", n_experiment_ids);
+  int64_t ids[1000];
   for (int i = 0; i < n_experiment_ids; i++)
-    if (im__trk_parse_id(experiment_ids[i]) < 0)
+    if ((ids[i] = im__trk_parse_id(experiment_ids[i])) < 0)
       return im__trk_fail(s, IM_ERR_ARG, IM__TRK_INVALID, "invalid experiment id '%s'",
                           experiment_ids[i] ? experiment_ids[i] : "(null)");
   const char *view_sql = view == IM_TRACK_DELETED_ONLY ? "r.lifecycle_stage = 'deleted'"
                          : view == IM_TRACK_ALL        ? "1"
                                                        : "r.lifecycle_stage = 'active'";
-  im__sql_t where = {0}, order = {0};
-  int64_t limit = 0, offset = 0;
-  im_status_t r =
-      im__search_prepare(s, q, &im__dom_runs, 1000, IM_TRACK_MAX_SEARCH_RESULTS, &where, &order, &limit, &offset);
-  im_buf_t sql = {0};
-  if (r == IM_OK) {
-    int e = im_buf_printf(&sql, "SELECT " RUN_COLS " FROM runs r WHERE %s", view_sql);
-    if (!e && n_experiment_ids > 0) {
-      e = im_buf_printf(&sql, " AND r.experiment_id IN (");
-      for (int i = 0; !e && i < n_experiment_ids; i++) e = im_buf_printf(&sql, "%s?", i ? ", " : "");
-      if (!e) e = im_buf_printf(&sql, ")");
-    }
-    if (!e)
-      e = im_buf_printf(&sql, "%s ORDER BY %sr.start_time DESC, r.run_uuid ASC LIMIT ? OFFSET ?",
-                        where.sql.data ? where.sql.data : "", order.sql.data ? order.sql.data : "");
-    if (e) r = IM__TRK_NOMEM(s);
+  im_buf_t cond = {0};
+  int e = im_buf_printf(&cond, "%s", view_sql);
+  if (!e && n_experiment_ids > 0) {
+    e = im_buf_printf(&cond, " AND r.experiment_id IN (");
+    for (int i = 0; !e && i < n_experiment_ids; i++) e = im_buf_printf(&cond, "%s?", i ? ", " : "");
+    if (!e) e = im_buf_printf(&cond, ")");
   }
-  sqlite3_stmt *st = NULL;
-  if (r == IM_OK) {
-    int rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
-    if (rc != SQLITE_OK) r = im__trk_sqlfail(s, rc, "preparing the run search");
-  }
-  int next = 1;
-  for (int i = 0; r == IM_OK && i < n_experiment_ids; i++)
-    r = im__trk_bindv(s, st, next++, "i", im__trk_parse_id(experiment_ids[i]));
-  if (r == IM_OK) r = im__sql_bind(s, &where, st, next, &next);
-  if (r == IM_OK) r = im__sql_bind(s, &order, st, next, &next);
-  if (r == IM_OK) r = im__trk_bindv(s, st, next, "ii", limit + 1, offset);
   im_track_run_list_t *l = NULL;
-  if (r == IM_OK && !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
+  im_status_t r = IM_OK;
+  if (e || !(l = im_calloc(1, sizeof *l))) r = IM__TRK_NOMEM(s);
   if (r == IM_OK) {
     void *items = NULL;
-    r = im__trk_collect_page(s, st, limit, offset, sizeof(im_track_run_t), run_fill, &items, &l->n, &l->next_page_token);
+    r = im__trk_search(s, &run_search, q, cond.data, ids, n_experiment_ids, &items, &l->n, &l->next_page_token);
     l->items = items;
   }
-  sqlite3_finalize(st);
-  im_buf_free(&sql);
-  im__sql_free(&where);
-  im__sql_free(&order);
+  im_buf_free(&cond);
   if (r != IM_OK) {
     im_track_run_list_free(l);
     return r;
@@ -445,18 +419,10 @@ static im_status_t run_search_snap(im_track_store_t *s, const char *const *exper
 /* ---- public reads: each in one snapshot (a read transaction) ------------------------ */
 
 im_status_t im_track_run_get(im_track_store_t *s, const char *run_id, im_track_run_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_run_get: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = run_get_snap(s, run_id, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, run_get_snap(s, run_id, out));
 }
 
 im_status_t im_track_run_search(im_track_store_t *s, const char *const *experiment_ids, int n_experiment_ids,
                                 im_track_view_t view, const im_track_search_t *q, im_track_run_list_t **out) {
-  if (!s) return im_error(IM_ERR_ARG, "im_track_run_search: no store");
-  int rb = im__trk_read_begin(s);
-  im_status_t r = run_search_snap(s, experiment_ids, n_experiment_ids, view, q, out);
-  im__trk_read_end(s, rb);
-  return r;
+  IM__TRK_READ_SNAPSHOT(s, run_search_snap(s, experiment_ids, n_experiment_ids, view, q, out));
 }

@@ -98,6 +98,16 @@ char *im__trk_join_uri(const char *base, const char *tail);
  * inside a transaction); returns whether it opened one, for im__trk_read_end. */
 int im__trk_read_begin(im_track_store_t *s);
 void im__trk_read_end(im_track_store_t *s, int began);
+/** The body of a public read: IM_ERR_ARG "<function>: no store" without a store,
+ * otherwise returns call (an im_status_t expression) run in one read snapshot. */
+#define IM__TRK_READ_SNAPSHOT(s, call)                                \
+  do {                                                                \
+    if (!(s)) return im_error(IM_ERR_ARG, "%s: no store", __func__); \
+    int rb_ = im__trk_read_begin(s);                                  \
+    im_status_t r_ = (call);                                          \
+    im__trk_read_end((s), rb_);                                       \
+    return r_;                                                        \
+  } while (0)
 /** Frees an array of tags. */
 void im__trk_tags_free(im_track_tag_t *t, int n);
 /** Loads "SELECT key, value ... " rows of a cached statement into a tag array. */
@@ -124,6 +134,8 @@ im_status_t im__trk_run_tag_put(im_track_store_t *s, int64_t pk, const char *key
 /** Appends a metric and updates the latest value (inside a transaction). */
 im_status_t im__trk_metric_put(im_track_store_t *s, int64_t pk, const char *key, double value, int64_t ts,
                                int64_t step);
+/** im__trk_fill_fn for an im_track_metric_t from a row of key, value, is_nan, timestamp, step. */
+im_status_t im__trk_metric_fill(im_track_store_t *s, sqlite3_stmt *st, void *item);
 /** Loads a run by its row id. */
 im_status_t im__trk_run_load(im_track_store_t *s, int64_t pk, im_track_run_t **out);
 void im__trk_run_clear(im_track_run_t *r);
@@ -238,6 +250,25 @@ im_status_t im__sql_bind(im_track_store_t *s, const im__sql_t *q, sqlite3_stmt *
  * resolves max_results (default def, at most max) and the page offset. */
 im_status_t im__search_prepare(im_track_store_t *s, const im_track_search_t *q, const im__domain_t *d, int64_t def,
                                int64_t max, im__sql_t *where, im__sql_t *order, int64_t *limit, int64_t *offset);
+
+/** What one kind of search is made of: its statement is
+ * select + cond + filter + " ORDER BY " + order_by terms + order_tail + " LIMIT ? OFFSET ?". */
+typedef struct {
+  const im__domain_t *dom;
+  int64_t def_results, max_results; /* max_results when the request gives none, and its cap */
+  const char *select;               /* "SELECT ... FROM ... WHERE " */
+  const char *order_tail;           /* the fixed ordering after the requested one ("m.name ASC") */
+  const char *what;                 /* for a failed prepare ("preparing the run search") */
+  size_t item_size;
+  im__trk_fill_fn fill;
+} im__search_spec_t;
+
+/** A whole search: im__search_prepare against sp->dom, the statement (cond is the
+ * condition after WHERE, with n_ids placeholders bound first to ids), then one
+ * page collected into *items / *n / *next_token as im__trk_collect_page does. */
+im_status_t im__trk_search(im_track_store_t *s, const im__search_spec_t *sp, const im_track_search_t *q,
+                           const char *cond, const int64_t *ids, int n_ids, void **items, int64_t *n,
+                           char **next_token);
 
 /* ---- S3 (s3.c): configuration, request URLs, response XML ------------------------------ */
 typedef struct {

@@ -953,9 +953,9 @@ static void stamped_weights(const int64_t xs[4]) {
   freet(&x), freet(&bias), freet(&y), freet(&want), freet(&w[0]), freet(&w[1]), freet(&w[2]);
 }
 
-/* Stamped weights run oneDNN's inference kernels: direct on small outputs, Winograd F(2x2,3x3)
- * with weights kept transformed for a batch of up to 4 on outputs of 14x14 or more, "auto" on
- * larger batches (cpu_conv.c, conv_alg_infer). */
+/* Stamped weights run oneDNN's inference kernels: Winograd F(2x2,3x3) with weights kept
+ * transformed for a batch of up to 4 on outputs of 14x14 or more, oneDNN's "auto" on smaller
+ * outputs and larger batches (cpu_conv.c, conv_alg_infer). */
 static void test_stamped_weights(void **state) {
   stamped_weights((const int64_t[4]){2, 16, 10, 10});
   stamped_weights((const int64_t[4]){1, 16, 16, 16});
