@@ -221,8 +221,9 @@ def main():
     ap.add_argument("--max-latency-ms", type=int, default=20, help="imops' longest batching hold")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="compute threads of each server (IMOPS_NUM_THREADS; torch.set_num_threads); default all CPUs")
-    ap.add_argument("--imops-workers", type=int, default=1,
-                    help="imops serve --workers: inference workers, each with its own copy of the model")
+    ap.add_argument("--imops-workers", type=int, default=0,
+                    help="imops serve --workers: inference workers, each with its own copy of the model and a "
+                         "share of --threads; 0 (default): imops' own default, one worker per thread")
     ap.add_argument("--bentoml-workers", type=int, default=1,
                     help="BentoML service workers (processes), each with its own copy of the model")
     ap.add_argument("--json", help="write the results here too")
@@ -257,7 +258,8 @@ def main():
     port = free_port()
     log(f"== imops serve ({a.imops})")
     s = Server("imops", [a.imops, "serve", model, "--host", "127.0.0.1", "--port", port, "--max-batch-size",
-                         a.max_batch_size, "--max-latency-ms", a.max_latency_ms, "--workers", a.imops_workers],
+                         a.max_batch_size, "--max-latency-ms", a.max_latency_ms,
+                         *(["--workers", a.imops_workers] if a.imops_workers > 0 else [])],
                f"http://127.0.0.1:{port}/predict?format=classes", f"http://127.0.0.1:{port}/readyz", env=threads,
                logdir=work)
     try:
@@ -285,7 +287,7 @@ def main():
     im, bm = results["imops"], results["bentoml"]
     print(f"bench/serve: surfacenet {a.img_size}x{a.img_size}, one 227x227 JPEG per multipart request, "
           f"max batch {a.max_batch_size}, imops --max-latency-ms {a.max_latency_ms}; wrk {a.duration} s x {a.runs} "
-          f"runs (median); {a.threads} compute threads each on {os.cpu_count()} CPUs; workers imops {a.imops_workers} "
+          f"runs (median); {a.threads} compute threads each on {os.cpu_count()} CPUs; workers imops {a.imops_workers or 'default'} "
           f"BentoML {a.bentoml_workers}; answers imops {answers['imops']} BentoML {answers['bentoml']}")
     hdr = (f"{'conc':>4} | {'imops req/s':>11} {'BentoML req/s':>13} {'ratio':>7} | {'imops p50':>9} "
            f"{'BentoML p50':>11} | {'imops p99':>9} {'BentoML p99':>11} {'p99 ratio':>9} | errors i/b")
