@@ -149,39 +149,6 @@ static int blocked_producer(im__nn_op_t op) {
 static int blocked_consumer(im__nn_op_t op) { return blocked_producer(op) || op == IM__NN_GAP; }
 static int keeps_layout(im__nn_op_t op) { return blocked_producer(op) && op != IM__NN_CONV; }
 
-static void plan_channels_last(im_nn_model_t *m, int on);
-
-static void plan_layouts(im_nn_model_t *m) {
-  const int n = (int)m->n_nodes;
-  const char *env = getenv("IMOPS_LAYOUT");
-  const int on = im_backend_blocked_ok(m->be) && !(env && !strcmp(env, "plain"));
-  for (int i = 0; i < n; i++) {
-    im__nn_node_t *nd = &m->nodes[i];
-    nd->layout = on && blocked_producer(nd->op) && nd->ndim == 4 && nd->shape[1] % 16 == 0 ? IM_LAYOUT_NCHW16C
-                                                                                             : IM_LAYOUT_PLAIN;
-  }
-  for (int j = 0; j < n; j++) /* every consumer must take the blocked layout */
-    for (int k = 0; k < m->nodes[j].n_in; k++)
-      if (!blocked_consumer(m->nodes[j].op)) m->nodes[m->nodes[j].in[k]].layout = IM_LAYOUT_PLAIN;
-  for (int changed = 1; changed;) { /* layout-keeping ops: inputs and output alike (plain wins) */
-    changed = 0;
-    for (int j = 0; j < n; j++) {
-      im__nn_node_t *nd = &m->nodes[j];
-      if (!keeps_layout(nd->op)) continue;
-      int plain = nd->layout == IM_LAYOUT_PLAIN;
-      for (int k = 0; k < nd->n_in; k++) plain |= m->nodes[nd->in[k]].layout == IM_LAYOUT_PLAIN;
-      if (!plain) continue;
-      if (nd->layout != IM_LAYOUT_PLAIN) changed = 1;
-      nd->layout = IM_LAYOUT_PLAIN;
-      for (int k = 0; k < nd->n_in; k++) {
-        if (m->nodes[nd->in[k]].layout != IM_LAYOUT_PLAIN) changed = 1;
-        m->nodes[nd->in[k]].layout = IM_LAYOUT_PLAIN;
-      }
-    }
-  }
-  plan_channels_last(m, on);
-}
-
 /* Channels-last. ConvNeXt's blocks turn the depthwise convolution's output to NHWC for the LayerNorm
  * and the Linear layers, and back (TO_NHWC, TO_NCHW): two transposes per block, which cost more
  * than the block's depthwise convolution at batch 1 (small tensors, a thread barrier each). In a
@@ -197,7 +164,7 @@ static int cl_keeps(im__nn_op_t op) { return op == IM__NN_ADD || op == IM__NN_DR
 static int cl_consumer(const im_nn_model_t *m, int j, int i) {
   const im__nn_op_t op = m->nodes[j].op;
   if (op == IM__NN_TO_NHWC) return m->nodes[i].n_cons == 1; /* a view only of a sole consumer's data */
-  return op == IM__NN_CONV || op == IM__NN_SCALE || op == IM__NN_ADD || op == IM__NN_DROP_PATH || op == IM__NN_GAP;
+  return (cl_producer(op) && op != IM__NN_TO_NCHW) || op == IM__NN_GAP;
 }
 
 static void plan_channels_last(im_nn_model_t *m, int on) {
@@ -229,6 +196,37 @@ static void plan_channels_last(im_nn_model_t *m, int on) {
         if (m->nodes[nd->in[k]].layout == IM_LAYOUT_NHWC) m->nodes[nd->in[k]].layout = IM_LAYOUT_PLAIN, changed = 1;
     }
   }
+}
+
+static void plan_layouts(im_nn_model_t *m) {
+  const int n = (int)m->n_nodes;
+  const char *env = getenv("IMOPS_LAYOUT");
+  const int on = im_backend_blocked_ok(m->be) && !(env && !strcmp(env, "plain"));
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    nd->layout = on && blocked_producer(nd->op) && nd->ndim == 4 && nd->shape[1] % 16 == 0 ? IM_LAYOUT_NCHW16C
+                                                                                             : IM_LAYOUT_PLAIN;
+  }
+  for (int j = 0; j < n; j++) /* every consumer must take the blocked layout */
+    for (int k = 0; k < m->nodes[j].n_in; k++)
+      if (!blocked_consumer(m->nodes[j].op)) m->nodes[m->nodes[j].in[k]].layout = IM_LAYOUT_PLAIN;
+  for (int changed = 1; changed;) { /* layout-keeping ops: inputs and output alike (plain wins) */
+    changed = 0;
+    for (int j = 0; j < n; j++) {
+      im__nn_node_t *nd = &m->nodes[j];
+      if (!keeps_layout(nd->op)) continue;
+      int plain = nd->layout == IM_LAYOUT_PLAIN;
+      for (int k = 0; k < nd->n_in; k++) plain |= m->nodes[nd->in[k]].layout == IM_LAYOUT_PLAIN;
+      if (!plain) continue;
+      if (nd->layout != IM_LAYOUT_PLAIN) changed = 1;
+      nd->layout = IM_LAYOUT_PLAIN;
+      for (int k = 0; k < nd->n_in; k++) {
+        if (m->nodes[nd->in[k]].layout != IM_LAYOUT_PLAIN) changed = 1;
+        m->nodes[nd->in[k]].layout = IM_LAYOUT_PLAIN;
+      }
+    }
+  }
+  plan_channels_last(m, on);
 }
 
 /* A transpose that the channels-last layout made a view. */
@@ -291,8 +289,8 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
     const im__nn_node_t *p = &m->nodes[nd->in[0]];
     if (p->op == IM__NN_INPUT || p->n_cons != 1) continue;
     if (training && im__nn_op_bwd_needs_output(p->op)) continue;
-    if (p->view && (m->nodes[p->in[0]].n_cons != 1 || (training && im__nn_op_bwd_needs_output(m->nodes[p->in[0]].op))))
-      continue; /* writing into a view writes into its source */
+    if (p->view && training && im__nn_op_bwd_needs_output(m->nodes[p->in[0]].op))
+      continue; /* writing into a view writes into its source (a view's source has no other consumer) */
     if (nd->op == IM__NN_ADD && nd->in[1] == nd->in[0]) continue;
     nd->inplace = 1;
   }
