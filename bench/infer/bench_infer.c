@@ -5,7 +5,10 @@
  * model as ONNX (--onnx FILE) so that ONNX Runtime runs the very same graph
  * and weights (bench/infer/peers.py; run.sh puts them side by side).
  *
- *   bench_infer --arch resnet18 --size 224 [--batch 64] [--reps 100] [--batch-reps 5] [--onnx F]
+ *   bench_infer --arch resnet18 --size 224 [--batch 64] [--reps 100] [--batch-reps 5] [--onnx F] [--nodes]
+ *
+ * --nodes also prints, on stderr, each node's median time at batch 1 and at the batch size (over
+ * --reps and --batch-reps forwards): where a forward spends its time, layer by layer.
  *
  * Prints one JSON object on stdout. Weights are freshly initialized (with
  * non-trivial batch-norm statistics); speed does not depend on their values. */
@@ -23,6 +26,10 @@
 /* The cpu backend's step timer (src/backend/cpu/cpu.h; declared here so that the bench
  * does not see oneDNN's headers, which only backend/ includes). */
 void im__cpu_profile(im_backend_t *b, int on, double *reorder_s, double *total_s);
+/* The per-node timer of src/nn (nn_impl.h). */
+void im__nn_time_nodes(im_nn_model_t *m, double *acc);
+size_t im__nn_node_count(const im_nn_model_t *m);
+const char *im__nn_node_op(const im_nn_model_t *m, size_t i);
 
 static int cmp_double(const void *a, const void *b) {
   const double x = *(const double *)a, y = *(const double *)b;
@@ -39,11 +46,44 @@ static void die(const char *what) {
   exit(1);
 }
 
+/* reps timed forwards of x: each node's median time, printed on stderr. */
+static void node_table(im_nn_model_t *f, const im_tensor_t *x, int reps) {
+  const size_t n = im__nn_node_count(f);
+  double *t = calloc(n * (size_t)reps, sizeof *t), *acc = calloc(n, sizeof *acc), *col = malloc(sizeof *col * (size_t)reps);
+  if (!t || !acc || !col) die("node table");
+  im_tensor_t y;
+  for (int r = 0; r < reps; r++) {
+    memset(acc, 0, sizeof *acc * n);
+    im__nn_time_nodes(f, acc);
+    if (im_nn_forward(f, x, 0, &y) != IM_OK) die("forward");
+    im__nn_time_nodes(f, NULL);
+    for (size_t i = 0; i < n; i++) t[i * (size_t)reps + (size_t)r] = acc[i];
+  }
+  const int64_t b = x->shape[0];
+  double total = 0;
+  fprintf(stderr, "batch %lld: node, op, median ms, us per image\n", (long long)b);
+  for (size_t i = 1; i < n; i++) {
+    memcpy(col, t + i * (size_t)reps, sizeof *col * (size_t)reps);
+    qsort(col, (size_t)reps, sizeof *col, cmp_double);
+    const double ms = pct(col, reps, 0.5) * 1e3;
+    total += ms;
+    fprintf(stderr, "%4zu %-10s %9.3f %9.1f\n", i, im__nn_node_op(f, i), ms, ms * 1e3 / (double)b);
+  }
+  fprintf(stderr, "sum of medians %.3f ms (%.0f img/s)\n", total, total > 0 ? (double)b * 1e3 / total : 0.0);
+  free(t);
+  free(acc);
+  free(col);
+}
+
 int main(int argc, char **argv) {
   const char *arch = "surfacenet", *onnx = NULL;
-  int size = 112, batch = 64, reps = 100, batch_reps = 5;
+  int size = 112, batch = 64, reps = 100, batch_reps = 5, nodes = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--nodes")) {
+      nodes = 1;
+      continue;
+    }
     if (!v) break;
     if (!strcmp(a, "--arch")) arch = v, i++;
     else if (!strcmp(a, "--size")) size = atoi(v), i++;
@@ -95,6 +135,7 @@ int main(int argc, char **argv) {
     lat[i] = (im_time_now() - t0) * 1e3;
   }
   qsort(lat, (size_t)reps, sizeof *lat, cmp_double);
+  if (nodes) node_table(f, &x1, reps);
 
   /* Batch. */
   if (im_nn_plan(f, be, batch, size, size, 0) != IM_OK) die("plan batch");
@@ -106,6 +147,7 @@ int main(int argc, char **argv) {
     tp[i] = batch / (im_time_now() - t0);
   }
   qsort(tp, (size_t)batch_reps, sizeof *tp, cmp_double);
+  if (nodes) node_table(f, &x, batch_reps);
   /* Where the time goes: one profiled batch, the share of oneDNN steps that are layout reorders
    * (NCHW <-> blocked around each convolution), and of the whole forward spent in oneDNN plans. */
   double reorder_s = 0, plans_s = 0;

@@ -31,12 +31,22 @@ im_status_t im_nn_forward(im_nn_model_t *m, const im_tensor_t *x, int training, 
   if ((st = im_backend_tensor_set(m->be, &in->out, x->data, im_tensor_nbytes(x))) != IM_OK) return st;
   for (size_t i = 1; i < m->n_nodes; i++) {
     im__nn_node_t *nd = &m->nodes[i];
+    const double t0 = m->node_s ? im_time_now() : 0.0;
     if ((st = im__nn_layer_forward(m, nd, training)) != IM_OK) return st;
+    if (m->node_s) m->node_s[i] += im_time_now() - t0;
   }
   m->have_logits = 1;
   if (training) m->phase = IM__NN_PHASE_FORWARD;
   if (logits) *logits = m->nodes[m->n_nodes - 1].out;
   return IM_OK;
+}
+
+void im__nn_time_nodes(im_nn_model_t *m, double *acc) { m->node_s = acc; }
+
+size_t im__nn_node_count(const im_nn_model_t *m) { return m->n_nodes; }
+
+const char *im__nn_node_op(const im_nn_model_t *m, size_t i) {
+  return i < m->n_nodes ? im__nn_op_name(m->nodes[i].op) : "?";
 }
 
 im_status_t im_nn_loss(im_nn_model_t *m, const int32_t *labels, float label_smoothing, float *loss) {

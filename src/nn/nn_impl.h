@@ -110,6 +110,7 @@ struct im_nn_model {
   int64_t cur_n;            /* batch size the node views are shaped for */
   int have_logits;          /* a forward ran since the plan */
   int phase;                /* IM__NN_PHASE_* */
+  double *node_s;           /* when set (im__nn_time_nodes): forward adds each node's seconds here */
   int folded;               /* im_nn_model_fold's output: inference only */
 };
 
@@ -169,6 +170,11 @@ int im__nn_op_inplace_ok(im__nn_op_t op, int training_plan); /* forward may writ
 int im__nn_op_bwd_needs_input(im__nn_op_t op);
 int im__nn_op_bwd_needs_output(im__nn_op_t op);
 const char *im__nn_op_name(im__nn_op_t op);
+/** Benchmarks: from now on forward adds node i's wall seconds to acc[i] (acc has im__nn_node_count
+ * entries; NULL stops it); im__nn_node_op names node i's op. */
+void im__nn_time_nodes(im_nn_model_t *m, double *acc);
+size_t im__nn_node_count(const im_nn_model_t *m);
+const char *im__nn_node_op(const im_nn_model_t *m, size_t i);
 /** Aux buffers the op needs (training: for backward; inference: scratch):
  * shapes (up to 2) and dtypes; returns how many. */
 int im__nn_layer_aux(const im_nn_model_t *m, const im__nn_node_t *nd, int training, im_dtype_t dt[2], int ndim[2],
