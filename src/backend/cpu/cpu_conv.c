@@ -150,10 +150,13 @@ static const dnnl_memory_desc_t *q(const_dnnl_primitive_desc_t pd, dnnl_query_t 
  * then ReLU'd when relu. One plan: reorder x and w to oneDNN's layouts, convolve (+bias, +ReLU as
  * a post-op, so the activation costs no extra pass), reorder y back. */
 static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
-                                int relu, im__t *y) {
+                                int relu, int sum, im__t *y) {
   const im_tensor_t *all[] = {x, w, bias, y};
   if (im__cpu_any_empty(4, all)) return IM_ERR_UNSUPPORTED;
   cpu_ctx_t *c = im__cpu_ctx(b);
+  im_status_t st = im__cpu_conv_gemm_forward(b, p, x, w, bias, relu, sum, y);
+  if (st != IM_ERR_UNSUPPORTED) return st;
+  if (sum) return IM_ERR_UNSUPPORTED; /* no sum post-op on this path yet */
   cpu_key_t k;
   conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL, x, y,
            relu);
@@ -161,7 +164,7 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   k.variant |= stamped << 5;
   cpu_build_t bld;
   cpu_plan_t *pl;
-  im_status_t st = im__cpu_plan_get(c, &k, &bld, &pl);
+  st = im__cpu_plan_get(c, &k, &bld, &pl);
   if (st != IM_OK) return st;
   if (!pl) {
     conv_mds_t m;
@@ -190,12 +193,12 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
 
 im_status_t im__cpu_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
                                    im__t *y) {
-  return conv_forward(b, p, x, w, bias, 0, y);
+  return conv_forward(b, p, x, w, bias, 0, 0, y);
 }
 
 im_status_t im__cpu_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
                                          im__ct *bias, im_act_t act, im__t *y) {
-  return conv_forward(b, p, x, w, bias, act == IM_ACT_RELU, y);
+  return conv_forward(b, p, x, w, bias, act == IM_ACT_RELU, 0, y);
 }
 
 /* The backward-data (weights 0) or backward-weights (weights 1, with_bias: also the bias) pd, with
