@@ -146,6 +146,8 @@ typedef struct {
                                 that block for long, e.g. waiting on a batcher) */
   unsigned max_connections;  /* 0: 1024; more are refused */
   unsigned timeout_s;        /* a connection idle this long is closed (0: 60) */
+  double drain_idle_s;       /* im_http_server_stop closes a connection idle between requests
+                                this long since the stop began (0: 1 s) */
   size_t max_body_bytes;     /* 0: IM_HTTP_MAX_BODY_DEFAULT; over it: 413 JSON error */
   size_t max_header_bytes;   /* per-connection memory for the request line and headers
                                 (0: 64 KiB); over it libmicrohttpd answers 431/414 itself */
@@ -193,13 +195,19 @@ IM_NODISCARD im_status_t im_http_server_start(im_http_server_t *srv);
 int im_http_server_port(const im_http_server_t *srv);
 /** Requests received and not yet finished. */
 int im_http_server_inflight(const im_http_server_t *srv);
-/** 1 once im_http_server_stop has begun: long handlers may check it and give up early. */
+/** 1 once im_http_server_stop has shut the listener: long handlers may check it and give
+ * up early. */
 int im_http_server_stopping(const im_http_server_t *srv);
-/** Graceful stop: stops accepting (new connections are refused), answers the requests in
- * flight (with "Connection: close") and waits for them up to drain_timeout_s, then stops
- * the threads and frees the listener and connections. A handler still running at the
- * timeout is waited for (it cannot be interrupted), but its answer is not sent.
- * Returns IM_OK when everything drained, IM_ERR_CANCELLED when the timeout cut requests
+/** Graceful stop (as Go's http.Server.Shutdown): stops accepting (connections already in
+ * the listen backlog are still served; new ones are refused), then serves the open
+ * connections until each has closed, up to drain_timeout_s: every answer says
+ * "Connection: close", so a request in flight or arriving on a keep-alive connection
+ * during the drain is answered and its connection then closed; a connection idle between
+ * requests (nothing unread) for drain_idle_s since the stop began (or the whole
+ * drain_timeout_s when shorter) is closed by the server. Then it stops the threads and frees the listener
+ * and connections. A handler still running at the timeout is waited for (it cannot be
+ * interrupted), but its answer is not sent.
+ * Returns IM_OK when every request drained, IM_ERR_CANCELLED when the timeout cut requests
  * off. Idempotent; the handle stays valid for im_http_server_free. Not from a handler (it
  * would wait for itself), and not concurrently with itself or im_http_server_free. */
 im_status_t im_http_server_stop(im_http_server_t *srv, double drain_timeout_s);

@@ -16,16 +16,28 @@
  * upload calls append to the buffer; the last call runs the handler and queues
  * the response; notify-completed runs the on_end hook and frees. A request MHD
  * drops without notify-completed (it does for some 431s) is freed when its
- * connection closes (notify-connection), so none leaks. */
+ * connection closes (notify-connection), so none leaks.
+ *
+ * The graceful stop (as Go's http.Server.Shutdown and nginx's graceful quit):
+ * the listener stops accepting, the connections already waiting in its backlog
+ * are accepted and served, then it is shut; every answer from then on says
+ * "Connection: close". Open connections are served until they close: a request
+ * that arrives on one during the drain is answered; a connection idle between
+ * requests (nothing unread, no request begun) for drain_idle_s since the stop
+ * began is closed; at the drain timeout whatever is left is cut off. Waiting
+ * for the in-flight count alone is not enough: with keep-alive it touches 0
+ * between one answer and the next request, which would then be reset. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -37,6 +49,7 @@
 #define MAX_PATTERN_SEGS 64
 #define HEADER_BYTES_DEFAULT (64u << 10)
 #define BODY_RESERVE_MAX ((size_t)1 << 20)
+#define BACKLOG_ADOPT_MAX 4096
 
 typedef struct {
   char *method;   /* NULL: any */
@@ -51,6 +64,20 @@ typedef struct {
   char *spool_dir; /* the body goes to a temporary file in this directory (NULL: memory) */
 } route_t;
 
+/* Per connection (libmicrohttpd's socket context): the request being handled, so that
+ * one MHD never reports as completed (it drops requests it refuses for lack of memory
+ * without notify-completed) is freed when the connection closes; and what the drain
+ * needs to tell an idle connection from a busy one. cur is touched only on the
+ * connection's own thread; the links and shut under the server's conns_mu. */
+typedef struct conn_slot {
+  im_http_req_t *cur;
+  struct conn_slot *prev, *next;
+  int fd;
+  atomic_int busy;          /* a request has begun (its request line is in) and not ended */
+  atomic_llong idle_since;  /* microseconds (im_time_now) when the last request ended, or the connection opened */
+  int shut;                 /* the drain has shut it down */
+} conn_slot_t;
+
 struct im_http_server {
   im_http_server_opts_t o;
   char *host;
@@ -61,16 +88,11 @@ struct im_http_server {
   int port;
   int started, stopped;
   atomic_int inflight;
-  atomic_int stopping;
+  atomic_int stopping; /* the listener is shut: answers say Connection: close */
+  pthread_mutex_t conns_mu;
+  conn_slot_t *conns; /* the open connections */
+  int nconns;
 };
-
-/* Per connection (libmicrohttpd's socket context): the request being handled, so that
- * one MHD never reports as completed (it drops requests it refuses for lack of memory
- * without notify-completed) is freed when the connection closes. Touched only on the
- * connection's own thread. */
-typedef struct {
-  im_http_req_t *cur;
-} conn_slot_t;
 
 struct im_http_req {
   im_http_server_t *srv;
@@ -640,7 +662,7 @@ static enum MHD_Result queue(im_http_server_t *srv, im_http_req_t *req, im_http_
     }
   }
   /* close after refusing a malformed or oversized request (its framing cannot be trusted)
-   * and while stopping */
+   * and once the stop has shut the listener */
   if (atomic_load(&srv->stopping) || req->bad_status || req->too_large || req->refused)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned)status, r);
@@ -728,9 +750,16 @@ static int ambiguous_framing(struct MHD_Connection *conn) {
   return f.cl_differ || (f.n_cl && f.n_te) || f.n_te > 1;
 }
 
-/* The end of a request: the on_end hook (if on_start saw it), the in-flight count, free. */
+static long long now_us(void) { return (long long)(im_time_now() * 1e6); }
+
+/* The end of a request: the on_end hook (if on_start saw it), the in-flight count, free;
+ * its connection is idle from now. */
 static void finish(im_http_server_t *srv, im_http_req_t *req, int completed) {
-  if (req->slot && req->slot->cur == req) req->slot->cur = NULL;
+  if (req->slot && req->slot->cur == req) {
+    req->slot->cur = NULL;
+    atomic_store(&req->slot->idle_since, now_us());
+    atomic_store(&req->slot->busy, 0);
+  }
   if (req->started) {
     hook(srv, req, srv->o.on_end, completed);
     atomic_fetch_sub(&srv->inflight, 1);
@@ -757,20 +786,46 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
     return NULL;
   }
   req->slot = slot;
-  if (slot) slot->cur = req;
+  if (slot) {
+    slot->cur = req;
+    atomic_store(&slot->busy, 1);
+  }
   return req;
 }
 
+/* MHD reports a connection closed before it closes the socket, so a slot's fd is
+ * valid while the slot is in the list. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code) {
+  im_http_server_t *srv = cls;
   if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-    *socket_context = im_calloc(1, sizeof(conn_slot_t)); /* NULL: we just cannot track orphans */
+    conn_slot_t *slot = im_calloc(1, sizeof *slot); /* NULL: untracked (cut off at the end of a drain) */
+    *socket_context = slot;
+    const union MHD_ConnectionInfo *ci = slot ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD) : NULL;
+    if (!ci) return;
+    slot->fd = ci->connect_fd;
+    atomic_init(&slot->busy, 0);
+    atomic_init(&slot->idle_since, now_us());
+    pthread_mutex_lock(&srv->conns_mu);
+    slot->next = srv->conns;
+    if (srv->conns) srv->conns->prev = slot;
+    srv->conns = slot;
+    srv->nconns++;
+    pthread_mutex_unlock(&srv->conns_mu);
     return;
   }
   conn_slot_t *slot = *socket_context;
   *socket_context = NULL;
   if (!slot) return;
-  if (slot->cur) finish(cls, slot->cur, 0);
+  pthread_mutex_lock(&srv->conns_mu);
+  if (slot->prev || srv->conns == slot) { /* linked */
+    if (slot->prev) slot->prev->next = slot->next;
+    else srv->conns = slot->next;
+    if (slot->next) slot->next->prev = slot->prev;
+    srv->nconns--;
+  }
+  pthread_mutex_unlock(&srv->conns_mu);
+  if (slot->cur) finish(srv, slot->cur, 0);
   im_free(slot);
 }
 
@@ -930,11 +985,13 @@ im_status_t im_http_server_new(const im_http_server_opts_t *opts, im_http_server
   }
   if (!s->o.max_connections) s->o.max_connections = 1024;
   if (!s->o.timeout_s) s->o.timeout_s = 60;
+  if (!(s->o.drain_idle_s > 0)) s->o.drain_idle_s = 1.0;
   if (!s->o.max_body_bytes) s->o.max_body_bytes = IM_HTTP_MAX_BODY_DEFAULT;
   if (!s->o.max_header_bytes) s->o.max_header_bytes = HEADER_BYTES_DEFAULT;
   s->listen_fd = -1;
   atomic_init(&s->inflight, 0);
   atomic_init(&s->stopping, 0);
+  pthread_mutex_init(&s->conns_mu, NULL);
   *out = s;
   return IM_OK;
 }
@@ -988,20 +1045,66 @@ int im_http_server_port(const im_http_server_t *srv) { return srv ? srv->port : 
 int im_http_server_inflight(const im_http_server_t *srv) { return srv ? atomic_load(&srv->inflight) : 0; }
 int im_http_server_stopping(const im_http_server_t *srv) { return srv ? atomic_load(&srv->stopping) : 0; }
 
+/* Connections that completed the handshake but were not accepted yet: shutting the
+ * listener would reset them although their clients may have sent a request already.
+ * They are accepted and handed to MHD to be served with the others. */
+static void adopt_backlog(im_http_server_t *srv, int lfd) {
+  int fl = fcntl(lfd, F_GETFL);
+  if (fl < 0 || fcntl(lfd, F_SETFL, fl | O_NONBLOCK) != 0) return;
+  for (int i = 0; i < BACKLOG_ADOPT_MAX; i++) {
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    int c = accept4(lfd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return; /* EAGAIN: the backlog is empty */
+    }
+    (void)MHD_add_connection(srv->d, c, (struct sockaddr *)&sa, len); /* on failure MHD closes it */
+  }
+}
+
+/* Shuts down the connections idle between requests since `since` (the stop's start, or
+ * later) for grace seconds with nothing unread; the shut-down side ends them as a client
+ * closing would. Returns the connections still open. */
+static int close_idle(im_http_server_t *srv, double since, double grace) {
+  long long cutoff = (long long)((im_time_now() - grace) * 1e6), since_us = (long long)(since * 1e6);
+  pthread_mutex_lock(&srv->conns_mu);
+  for (conn_slot_t *c = srv->conns; c; c = c->next) {
+    long long idle = atomic_load(&c->idle_since);
+    if (c->shut || atomic_load(&c->busy) || (idle > since_us ? idle : since_us) > cutoff) continue;
+    int unread = 0;
+    if (ioctl(c->fd, FIONREAD, &unread) != 0 || unread > 0) continue; /* a request is arriving */
+    /* SHUT_RD only: MHD still reads what is queued before the end, so a request racing in
+     * ahead of that read is answered (with Connection: close) rather than reset */
+    shutdown(c->fd, SHUT_RD);
+    c->shut = 1;
+  }
+  int n = srv->nconns;
+  pthread_mutex_unlock(&srv->conns_mu);
+  return n;
+}
+
 im_status_t im_http_server_stop(im_http_server_t *srv, double drain_timeout_s) {
   if (!srv || !srv->started || srv->stopped) return IM_OK;
-  atomic_store(&srv->stopping, 1);
   im_status_t st = IM_OK;
+  const double t0 = im_time_now(), drain = drain_timeout_s > 0 ? drain_timeout_s : 0;
   MHD_socket fd = MHD_quiesce_daemon(srv->d);
   if (fd != MHD_INVALID_SOCKET) {
     srv->listen_fd = fd;
-    shutdown(fd, SHUT_RDWR); /* refuse new connections now instead of leaving them in the backlog */
+    if (drain > 0) adopt_backlog(srv, fd);
+    shutdown(fd, SHUT_RDWR); /* refuse new connections now; closed after MHD has stopped */
   }
-  double t_end = im_time_now() + (drain_timeout_s > 0 ? drain_timeout_s : 0);
-  while (atomic_load(&srv->inflight) > 0) {
-    if (im_time_now() >= t_end) {
-      st = im_error(IM_ERR_CANCELLED, "HTTP server stopped with %d request(s) still in flight after %.3g s",
-                    atomic_load(&srv->inflight), drain_timeout_s);
+  /* only now: a client told to close before the listener was shut could have reconnected into its backlog */
+  atomic_store(&srv->stopping, 1);
+  const double grace = drain < srv->o.drain_idle_s ? drain : srv->o.drain_idle_s;
+  for (;;) {
+    int open = close_idle(srv, t0, grace);
+    int inflight = atomic_load(&srv->inflight);
+    if (open == 0 && inflight == 0) break;
+    if (im_time_now() >= t0 + drain) {
+      if (inflight > 0)
+        st = im_error(IM_ERR_CANCELLED, "HTTP server stopped with %d request(s) still in flight after %.3g s",
+                      inflight, drain_timeout_s);
       break;
     }
     struct timespec ts = {0, 2 * 1000 * 1000};
@@ -1021,5 +1124,6 @@ void im_http_server_free(im_http_server_t *srv) {
   for (size_t i = 0; i < srv->nroutes; i++) route_deinit(&srv->routes[i]);
   im_free(srv->routes);
   im_free(srv->host);
+  pthread_mutex_destroy(&srv->conns_mu);
   im_free(srv);
 }

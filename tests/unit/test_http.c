@@ -2,7 +2,9 @@
  * 127.0.0.1 (ephemeral ports): routing (exact, parameters, prefixes, 404 with
  * an empty body, 405), query parsing, JSON round trips, handler errors, the
  * body limit (413, and the server answers afterwards), concurrent clients,
- * graceful stop draining a slow handler (pool and thread-per-connection),
+ * graceful stop draining a slow handler (pool and thread-per-connection) and
+ * keep-alive connections (requests arriving during the drain are answered with
+ * Connection: close, idle ones are closed cleanly),
  * malformed and oversized requests on raw sockets, multipart uploads, client
  * retries, atomic downloads (no file on a 500 or a truncated body), uploads
  * from a file, auth headers and SigV4. Every server and thread a test starts,
@@ -214,6 +216,7 @@ static void fx_start(fx_t *fx, const im_http_server_opts_t *o) {
   im_http_server_opts_t opts = o ? *o : (im_http_server_opts_t){0};
   opts.on_start = on_start;
   opts.on_end = on_end;
+  if (!opts.drain_idle_s) opts.drain_idle_s = 0.05; /* the clients' idle connections do not hold up a stop */
   assert_int_equal(im_http_server_new(&opts, &fx->srv), IM_OK);
   add_routes(fx->srv, fx);
   assert_int_equal(im_http_server_port(fx->srv), 0);
@@ -710,6 +713,143 @@ static void test_graceful_stop(void **state) {
   run_drain(&o);
 }
 
+/* Reads one response (headers and its Content-Length body) from fd into out: its length,
+ * or 0 when the connection ended or failed before a whole response. */
+static size_t raw_response(int fd, char *out, size_t cap) {
+  size_t n = 0;
+  for (;;) {
+    out[n] = '\0';
+    const char *end = strstr(out, "\r\n\r\n");
+    if (end) {
+      const char *cl = strcasestr(out, "\r\nContent-Length:");
+      size_t want = (size_t)(end + 4 - out) + (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+      if (n >= want) return n;
+    }
+    if (n + 1 >= cap) return 0;
+    ssize_t r = recv(fd, out + n, cap - 1 - n, 0);
+    if (r <= 0) return 0;
+    n += (size_t)r;
+  }
+}
+
+static void send_text(int fd, const char *s) {
+  assert_int_equal(send(fd, s, strlen(s), MSG_NOSIGNAL), (ssize_t)strlen(s));
+}
+
+static const char GET_HELLO[] = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/* A keep-alive connection the server has answered once (and kept open). */
+static int answered_once(int port) {
+  char buf[2048];
+  int fd = raw_connect(port);
+  assert_true(fd >= 0);
+  send_text(fd, GET_HELLO);
+  assert_true(raw_response(fd, buf, sizeof buf) > 0);
+  assert_null(strcasestr(buf, "Connection: close"));
+  return fd;
+}
+
+/* The drain's answer on fd: complete, 200, Connection: close, then a clean close. */
+static void closing_answer(int fd) {
+  char buf[2048];
+  assert_true(raw_response(fd, buf, sizeof buf) > 0);
+  assert_true(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+  assert_non_null(strcasestr(buf, "\r\nConnection: close\r\n"));
+  assert_non_null(strstr(buf, "\r\n\r\nhello"));
+  assert_int_equal(recv(fd, buf, sizeof buf, 0), 0);
+  close(fd);
+}
+
+static void start_stop(im_http_server_t *srv, stopper_t *sp, pthread_t *th) {
+  *sp = (stopper_t){.srv = srv, .drain = 30.0, .st = IM_ERR_INTERNAL};
+  assert_int_equal(pthread_create(th, NULL, stopper, sp), 0);
+  for (int i = 0; i < 5000 && !im_http_server_stopping(srv); i++) sleep_ms(1);
+  assert_true(im_http_server_stopping(srv));
+}
+
+/* A stop under keep-alive: in-flight counts touch 0 between one answer and the next
+ * request, so the drain must serve open connections, not just requests in flight. */
+static void run_drain_keepalive(const im_http_server_opts_t *base) {
+  /* a long idle grace: requests arriving during the drain on connections opened before it
+   * (idle keep-alive, opened with nothing sent, a request begun) are all answered */
+  im_http_server_opts_t o = *base;
+  o.drain_idle_s = 60;
+  fx_t fx = {0};
+  fx_start(&fx, &o);
+  int port = im_http_server_port(fx.srv);
+  int idle = answered_once(port);
+  int fresh = raw_connect(port);
+  int begun = raw_connect(port);
+  assert_true(fresh >= 0 && begun >= 0);
+  send_text(begun, "GET /hello HTTP/1.1\r\nHost: x\r\n");
+  stopper_t sp;
+  pthread_t th;
+  start_stop(fx.srv, &sp, &th);
+  assert_int_equal(raw_connect(port), -1); /* new connections are refused */
+  send_text(idle, GET_HELLO);
+  closing_answer(idle);
+  send_text(fresh, GET_HELLO);
+  closing_answer(fresh);
+  send_text(begun, "\r\n");
+  closing_answer(begun);
+  pthread_join(th, NULL);
+  assert_int_equal(sp.st, IM_OK); /* it returned once the connections had closed */
+  im_http_server_free(fx.srv);
+
+  /* a short idle grace: an idle connection is closed cleanly (no reset), a begun request is not */
+  o.drain_idle_s = 0.05;
+  fx_start(&fx, &o);
+  port = im_http_server_port(fx.srv);
+  idle = answered_once(port);
+  begun = raw_connect(port);
+  assert_true(begun >= 0);
+  send_text(begun, "GET /hello HTTP/1.1\r\nHost: x\r\n");
+  start_stop(fx.srv, &sp, &th);
+  char buf[256];
+  assert_int_equal(recv(idle, buf, sizeof buf, 0), 0);
+  close(idle);
+  send_text(begun, "\r\n");
+  closing_answer(begun);
+  pthread_join(th, NULL);
+  assert_int_equal(sp.st, IM_OK);
+  im_http_server_free(fx.srv);
+}
+
+static void test_drain_keepalive(void **state) {
+  im_http_server_opts_t o = {0};
+  run_drain_keepalive(&o);
+  o.thread_per_connection = 1;
+  run_drain_keepalive(&o);
+}
+
+/* A connection still in the listen backlog when the stop begins (the one server thread
+ * is busy in a slow handler, so nothing accepts it) had its request sent: shutting the
+ * listener would reset it; the stop accepts it and answers it. */
+static void test_drain_backlog(void **state) {
+  im_http_server_opts_t o = {.threads = 1};
+  fx_t fx = {0};
+  fx_start(&fx, &o);
+  int port = im_http_server_port(fx.srv);
+  atomic_store(&slow_entered, 0);
+  slow_call_t sc = {.u = url(&fx, "/slow?ms=1500")};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, slow_caller, &sc), 0);
+  for (int i = 0; i < 2500 && !atomic_load(&slow_entered); i++) sleep_ms(2);
+  assert_true(atomic_load(&slow_entered));
+  int waiting = raw_connect(port); /* the kernel completes it; the busy thread does not accept it */
+  assert_true(waiting >= 0);
+  send_text(waiting, GET_HELLO);
+  stopper_t sp;
+  pthread_t ths;
+  start_stop(fx.srv, &sp, &ths);
+  closing_answer(waiting);
+  pthread_join(th, NULL);
+  assert_int_equal(sc.status, 200);
+  pthread_join(ths, NULL);
+  assert_int_equal(sp.st, IM_OK);
+  im_http_server_free(fx.srv);
+}
+
 static void test_malformed_requests(void **state) {
   fx_t fx = {0};
   im_http_server_opts_t o = {.max_header_bytes = 16 << 10, .timeout_s = 1};
@@ -1158,6 +1298,8 @@ int main(void) {
       cmocka_unit_test(test_body_limit),
       cmocka_unit_test(test_concurrent_clients),
       cmocka_unit_test(test_graceful_stop),
+      cmocka_unit_test(test_drain_keepalive),
+      cmocka_unit_test(test_drain_backlog),
       cmocka_unit_test(test_malformed_requests),
       cmocka_unit_test(test_multipart_upload),
       cmocka_unit_test(test_client_retries),
