@@ -106,7 +106,6 @@ typedef struct {
   int profile;         /* time the steps (im__cpu_profile) */
   double reorder_s;    /* seconds in layout reorders, when profiling */
   double total_s;      /* seconds in plan execution, when profiling */
-  struct cpu_gemm_cache *gemm; /* cpu_conv_gemm.c: packed weights and its switch; NULL until used */
 } cpu_ctx_t;
 
 /* Builds a plan. Every call is a no-op once st is not IM_OK, so a builder can be
@@ -156,9 +155,6 @@ im_status_t im__cpu_plan_finish(cpu_build_t *bld, cpu_plan_t **plan);
 /** Points the plan's memories at the caller's pointers (slots) and the workspace, growing
  * the workspace when needed. Call before im__cpu_ws_ptr and im__cpu_plan_exec. */
 im_status_t im__cpu_plan_bind(cpu_ctx_t *ctx, cpu_plan_t *plan, void *const *user);
-/** The shared workspace, grown to at least n bytes (64-byte aligned), for a kernel's own
- * scratch while it runs; NULL when out of memory. Plans rebind it at their next run. */
-void *im__cpu_ws_reserve(cpu_ctx_t *ctx, size_t n);
 /** The workspace address of a CPU_MEM_WS memory after bind. */
 void *im__cpu_ws_ptr(cpu_ctx_t *ctx, const cpu_plan_t *plan, int mem);
 /** Runs the plan's steps in order and waits. */
@@ -196,16 +192,6 @@ static inline void im__cpu_set_threads(int nt) {
 static inline cpu_ctx_t *im__cpu_ctx(im_backend_t *b) { return (cpu_ctx_t *)b->ctx; }
 /* 1 if any of the tensors (NULL skipped) has no elements: such calls go to the reference. */
 int im__cpu_any_empty(int n, const im_tensor_t *const *ts);
-
-/* ---- cpu_conv_gemm.c: inference convolutions as a packed matrix product ---------------------- */
-/** y = act(conv(x, w) + bias (+ y when sum)) for stamped weights, blocked x and y, where the kernel
- * beats oneDNN (or everywhere it applies, after im__cpu_gemm_force(b, 1) or IMOPS_CONV_ALGO=gemm);
- * IM_ERR_UNSUPPORTED (no error text) when it does not take the call. */
-im_status_t im__cpu_conv_gemm_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
-                                      int relu, int sum, im__t *y);
-/** Tests and comparisons: mode 1 takes every call the kernel can, 0 none, -1 the measured choice. */
-void im__cpu_gemm_force(im_backend_t *b, int mode);
-void im__cpu_gemm_cache_free(cpu_ctx_t *c);
 
 /* ---- kernels (vtable members, see backend_impl.h for the contracts) ---------------------------- */
 /* cpu_conv.c */

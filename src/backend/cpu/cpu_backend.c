@@ -332,8 +332,6 @@ static im_status_t ws_reserve(cpu_ctx_t *c, size_t n) {
   return IM_OK;
 }
 
-void *im__cpu_ws_reserve(cpu_ctx_t *ctx, size_t n) { return ws_reserve(ctx, n) == IM_OK ? ctx->ws : NULL; }
-
 im_status_t im__cpu_plan_bind(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user) {
   /* Workspace: [intermediates][the const slot's copy for unstamped calls][scratchpad]. */
   im_status_t st = ws_reserve(ctx, pl->ws_bytes + pl->owned_bytes + pl->scratch_bytes);
@@ -430,7 +428,6 @@ static void cpu_destroy(im_backend_t *b) {
   cpu_ctx_t *c = b->ctx;
   if (!c) return;
   cache_clear(c);
-  im__cpu_gemm_cache_free(c);
   if (c->stream) dnnl_stream_destroy(c->stream);
   if (c->engine) dnnl_engine_destroy(c->engine);
   im_free(c->ws_raw);

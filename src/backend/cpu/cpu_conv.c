@@ -154,9 +154,8 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   const im_tensor_t *all[] = {x, w, bias, y};
   if (im__cpu_any_empty(4, all)) return IM_ERR_UNSUPPORTED;
   cpu_ctx_t *c = im__cpu_ctx(b);
-  im_status_t st = im__cpu_conv_gemm_forward(b, p, x, w, bias, relu, sum, y);
-  if (st != IM_ERR_UNSUPPORTED) return st;
   if (sum) return IM_ERR_UNSUPPORTED; /* no sum post-op on this path yet */
+  im_status_t st;
   cpu_key_t k;
   conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL, x, y,
            relu);
