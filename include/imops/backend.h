@@ -18,19 +18,20 @@
  * - Optional tensors may be NULL where it says so.
  * - Outputs must not overlap inputs, except for the element-wise ops (relu,
  *   gelu, dropout, add, fill, batchnorm_forward_eval), which may run in place
- *   (y == x exactly; a partial overlap is refused).
+ *   (y == x exactly; a partial overlap is refused), and conv2d_forward_fused_add,
+ *   whose y may be its residual.
  * - Shapes and dtypes are checked before any kernel runs; a mismatch returns
  *   IM_ERR_ARG with both shapes in im_last_error() and touches nothing.
  * - Calls on one handle are not thread-safe; kernels may use threads inside.
  * - Blocked layout (IM_LAYOUT_NCHW16C, tensor.h): on a backend where
  *   im_backend_blocked_ok answers 1, these ops also take 4-D activations in it:
- *   conv2d_* (x, y, dx, dy, each in its own layout), batchnorm_* (x, y, dx, dy
- *   in one layout), relu_*, add, add_backward and fill (all tensors in one
- *   layout), maxpool2d_* (x, y, indices, dy, dx in one layout; the indices keep
- *   their meaning, h * W + w within the plane), global_avgpool_* (x or dx
- *   blocked, the [N,C] side plain). Every other op, and every weight and
- *   per-channel tensor, is plain; anything else is IM_ERR_ARG. Results equal
- *   the plain ones up to float rounding of reductions.
+ *   conv2d_* (x, y, dx, dy, each in its own layout; a fused residual in y's),
+ *   batchnorm_* (x, y, dx, dy in one layout), relu_*, add, add_backward and
+ *   fill (all tensors in one layout), maxpool2d_* (x, y, indices, dy, dx in
+ *   one layout; the indices keep their meaning, h * W + w within the plane),
+ *   global_avgpool_* (x or dx blocked, the [N,C] side plain). Every other op,
+ *   and every weight and per-channel tensor, is plain; anything else is
+ *   IM_ERR_ARG. Results equal the plain ones up to float rounding of reductions.
  * - Channels-last layout (IM_LAYOUT_NHWC): on the same backends, conv2d_*,
  *   relu_*, add, add_backward, fill and global_avgpool_* take it as they take
  *   the blocked one (ConvNeXt's blocks run channels-last end to end).
@@ -85,6 +86,7 @@ typedef enum {
   IM_OP_CONV2D_FORWARD_FUSED,
   IM_OP_BATCHNORM_FORWARD_TRAIN_FUSED,
   IM_OP_BATCHNORM_BACKWARD_FUSED,
+  IM_OP_CONV2D_FORWARD_FUSED_ADD,
   IM_OP_COUNT_ /* not an op */
 } im_op_t;
 
@@ -163,6 +165,14 @@ typedef enum { IM_ACT_NONE = 0, IM_ACT_RELU = 1 } im_act_t;
  * For folded batch norm: w and bias already carry the normalization. */
 im_status_t im_op_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
                                        const im_tensor_t *w, const im_tensor_t *bias, im_act_t act, im_tensor_t *y);
+/** Inference convolution with a residual add and its activation fused: y = act(conv2d(x, w) + bias + residual),
+ * as im_op_conv2d_forward, im_op_add and im_op_relu_forward in one pass (ResNet's conv -> add(identity) -> ReLU;
+ * oneDNN's sum and ReLU post-ops on cpu). residual is shaped as y and in y's layout; y may be residual itself
+ * (the same memory: the result overwrites the identity, as a post-op sum does), any other overlap is refused.
+ * x may be in its own layout, as for the other forward convolutions. */
+im_status_t im_op_conv2d_forward_fused_add(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
+                                           const im_tensor_t *w, const im_tensor_t *bias, const im_tensor_t *residual,
+                                           im_act_t act, im_tensor_t *y);
 
 /* ---- batch norm (NCHW; also [N,C] and [N,C,L]: statistics per channel over all other dims) ----
  * Training: mean and biased variance over the batch normalize x;

@@ -249,7 +249,10 @@ IM_NODISCARD im_status_t im_nn_predict(im_nn_model_t *m, const im_tensor_t *x, i
  * a oneDNN post-op on cpu), ConvNeXt's layer_scale is folded into the Linear
  * before it, and dropout / stochastic depth (identities in eval mode) are
  * dropped. It is planned once (im_nn_plan(f, be, batch, h, w, 0): inference
- * buffers reused as soon as their last reader ran) and then runs im_nn_forward
+ * buffers reused as soon as their last reader ran; a residual add fed by a
+ * convolution, and the ReLU after it, run inside that convolution
+ * (im_op_conv2d_forward_fused_add), over the identity's buffer where nothing
+ * later reads it; the graph stays as it is) and then runs im_nn_forward
  * (eval mode) and im_nn_predict with no allocation, giving the eval-mode
  * logits of the model it came from up to float rounding. It cannot be trained
  * (im_nn_plan with training = 1 and im_nn_state_save refuse it). Its weights

@@ -19,7 +19,7 @@ static const char *const op_names[IM_OP_COUNT_] = {
     "linear_backward_weight", "dropout_forward",         "dropout_backward",        "add",
     "add_backward",           "softmax_xent_forward",    "softmax_xent_backward",   "nchw_to_nhwc",
     "nhwc_to_nchw",           "fill",                    "conv2d_forward_fused",    "batchnorm_forward_train_fused",
-    "batchnorm_backward_fused",
+    "batchnorm_backward_fused", "conv2d_forward_fused_add",
 };
 _Static_assert(sizeof op_names / sizeof *op_names == IM_OP_COUNT_, "one name per op");
 
@@ -83,6 +83,7 @@ static int has_member(const im_backend_i *i, im_op_t op) {
     case IM_OP_CONV2D_FORWARD_FUSED: return i->conv2d_forward_fused != NULL;
     case IM_OP_BATCHNORM_FORWARD_TRAIN_FUSED: return i->batchnorm_forward_train_fused != NULL;
     case IM_OP_BATCHNORM_BACKWARD_FUSED: return i->batchnorm_backward_fused != NULL;
+    case IM_OP_CONV2D_FORWARD_FUSED_ADD: return i->conv2d_forward_fused_add != NULL;
     case IM_OP_COUNT_: break;
   }
   return 0;
@@ -392,6 +393,22 @@ im_status_t im_op_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t
   int blk;
   TRY(conv_layouts(op, b, 2, (const im_tensor_t *[]){x, y}, &blk));
   DISPATCH_L(blk, conv2d_forward_fused, op, &r, x, w, bias, act, y);
+}
+
+im_status_t im_op_conv2d_forward_fused_add(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *x,
+                                           const im_tensor_t *w, const im_tensor_t *bias, const im_tensor_t *residual,
+                                           im_act_t act, im_tensor_t *y) {
+  const char *op = "conv2d_forward_fused_add";
+  NEED_B(op);
+  im_conv2d_params_t r;
+  if (act != IM_ACT_NONE && act != IM_ACT_RELU) return im_error(IM_ERR_ARG, "%s: unknown activation %d", op, (int)act);
+  TRY(conv_forward_check(op, p, x, w, bias, y, &r));
+  TRY(chk_like(op, "residual", residual, y));
+  TRY(chk_alias(op, "y", y, "residual", residual, 1));
+  int blk, blk_y;
+  TRY(conv_layouts(op, b, 1, (const im_tensor_t *[]){x}, &blk));
+  TRY(one_layout_cl(op, b, 2, (const im_tensor_t *[]){residual, y}, &blk_y));
+  DISPATCH_L(blk | blk_y, conv2d_forward_fused_add, op, &r, x, w, bias, residual, act, y);
 }
 
 im_status_t im_op_conv2d_backward_data(im_backend_t *b, const im_conv2d_params_t *p, const im_tensor_t *dy,

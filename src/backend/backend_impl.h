@@ -156,6 +156,9 @@ struct im_backend_i {
   im_status_t (*batchnorm_backward_fused)(im_backend_t *b, im__ct *x, im__ct *y, im_act_t act, im__ct *dy,
                                           im__ct *gamma, im__ct *save_mean, im__ct *save_invstd, im__t *dx,
                                           im__t *dgamma, im__t *dbeta);
+  /** im_op_conv2d_forward_fused_add: act(conv2d_forward + residual); y is residual or does not overlap it. */
+  im_status_t (*conv2d_forward_fused_add)(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                          im__ct *bias, im__ct *residual, im_act_t act, im__t *y);
 };
 
 /** Wraps iface and ctx in a new handle (for backends' constructors). Fails with

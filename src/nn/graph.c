@@ -63,7 +63,7 @@ static int new_node(im_nn_model_t *m, im__nn_op_t op, int in0, int in1) {
   nd->in[1] = in1;
   nd->n_in = (in0 >= 0) + (in1 >= 0);
   nd->w = nd->b = nd->rm = nd->rv = nd->nbt = -1;
-  nd->last_cons = -1;
+  nd->last_cons = nd->res = nd->by_conv = -1;
   nd->buf_out = nd->buf_grad = nd->buf_aux[0] = nd->buf_aux[1] = nd->buf_scratch = -1;
   return (int)m->n_nodes++;
 }

@@ -197,9 +197,13 @@ im_status_t im__nn_layer_forward(im_nn_model_t *m, im__nn_node_t *nd, int traini
   im_backend_t *be = m->be;
   const im_tensor_t *x = nd->n_in ? &m->nodes[nd->in[0]].out : NULL;
   im_tensor_t *y = &nd->out;
+  if (nd->by_conv >= 0) return IM_OK; /* a residual add or its ReLU, done by the convolution before it */
   switch (nd->op) {
     case IM__NN_INPUT: return IM_OK;
     case IM__NN_CONV:
+      if (nd->res >= 0)
+        return im_op_conv2d_forward_fused_add(be, &nd->conv, x, ent(m, nd->w), ent(m, nd->b), &m->nodes[nd->res].out,
+                                              nd->res_act, y);
       if (nd->act != IM_ACT_NONE)
         return im_op_conv2d_forward_fused(be, &nd->conv, x, ent(m, nd->w), ent(m, nd->b), nd->act, y);
       return im_op_conv2d_forward(be, &nd->conv, x, ent(m, nd->w), ent(m, nd->b), y);

@@ -80,6 +80,12 @@ typedef struct {
   int n_cons, last_cons;  /* consumers, and the last one in topological order (-1 none) */
   int inplace;            /* the output shares in[0]'s buffer (and the gradients theirs) */
   int view;               /* inplace, and no work either way: a TO_NHWC/TO_NCHW between channels-last data */
+  /* Inference plans of folded models (plan_fuse_residual in plan.c): a CONV whose only consumer is a
+   * residual ADD (and the ADD's a ReLU) computes them too: y = res_act(conv + bias + res's output). */
+  int res;                /* CONV: the add's other input (-1 none) */
+  im_act_t res_act;       /* CONV with res: IM_ACT_RELU when the add's ReLU is fused too */
+  int res_inplace;        /* CONV with res: writes over res's buffer (no later reader needs the identity) */
+  int by_conv;            /* ADD or RELU: the CONV that computes it (-1 none): it does no work itself */
   int buf_out, buf_grad, buf_aux[2], buf_scratch; /* planner buffer ids, -1 none */
   im_tensor_t out, grad, aux[2], scratch;         /* views into the plan block (batch dim 0 = current n) */
   int aux_batched[2];     /* aux tensors whose dim 0 is the batch */

@@ -236,6 +236,46 @@ static int is_view(const im_nn_model_t *m, const im__nn_node_t *nd) {
   return 0;
 }
 
+/* Inference plans of folded models: a residual add whose later input is a convolution that feeds
+ * nothing else (ResNet's second convolution of a block, its batch norm folded, or the downsample
+ * shortcut's) runs inside that convolution as a sum post-op (im_op_conv2d_forward_fused_add), and so
+ * does a ReLU that is the add's only consumer: one pass over the block's output instead of three
+ * (the convolution's write, the add, the ReLU). The convolution writes over the residual's buffer
+ * when no later node reads the residual (a block's identity: its other reader, the block's first
+ * convolution, ran before), else into its own buffer after a copy of the residual. The graph
+ * itself (im_nn_node_get, the ONNX exporter) is unchanged. IMOPS_FUSE_RESIDUAL=0 turns it off
+ * (for comparisons). Call after the in-place choices: it overrides those of the fused nodes. */
+static void plan_fuse_residual(im_nn_model_t *m) {
+  const char *env = getenv("IMOPS_FUSE_RESIDUAL");
+  if ((env && !strcmp(env, "0")) || !im_backend_supports(m->be, IM_OP_CONV2D_FORWARD_FUSED_ADD)) return;
+  const int n = (int)m->n_nodes;
+  for (int a = 1; a < n; a++) {
+    im__nn_node_t *ad = &m->nodes[a];
+    if (ad->op != IM__NN_ADD || ad->in[0] == ad->in[1] || ad->ndim != 4) continue;
+    const int c = ad->in[0] > ad->in[1] ? ad->in[0] : ad->in[1], r = ad->in[0] + ad->in[1] - c;
+    im__nn_node_t *cv = &m->nodes[c];
+    if (cv->op != IM__NN_CONV || cv->act != IM_ACT_NONE || cv->n_cons != 1 || cv->layout != ad->layout ||
+        m->nodes[r].layout != ad->layout)
+      continue;
+    cv->res = r;
+    cv->res_act = IM_ACT_NONE;
+    ad->by_conv = c;
+    ad->inplace = 0;
+    im__nn_node_t *rl = ad->n_cons == 1 ? &m->nodes[ad->last_cons] : NULL;
+    if (rl && rl->op == IM__NN_RELU) {
+      cv->res_act = IM_ACT_RELU;
+      rl->by_conv = c;
+      rl->inplace = 0;
+    }
+    /* Over the residual: when no node from the convolution on but the add reads it (the
+     * convolution's own input would alias its output). */
+    int free_ = m->nodes[r].op != IM__NN_INPUT;
+    for (int j = c; j < n && free_; j++)
+      for (int k = 0; k < m->nodes[j].n_in; k++) free_ &= m->nodes[j].in[k] != r || j == a;
+    cv->res_inplace = free_;
+  }
+}
+
 static int needs_scratch(const im_nn_model_t *m, int j) {
   const im__nn_node_t *nd = &m->nodes[j];
   if (nd->n_in == 0 || nd->op == IM__NN_ADD) return 0;
@@ -269,6 +309,9 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
     nd->n_cons = 0;
     nd->last_cons = -1;
     nd->inplace = 0;
+    nd->res = nd->by_conv = -1;
+    nd->res_act = IM_ACT_NONE;
+    nd->res_inplace = 0;
     nd->buf_out = nd->buf_grad = nd->buf_aux[0] = nd->buf_aux[1] = nd->buf_scratch = -1;
     if ((st = im__nn_layer_shape(m, nd)) != IM_OK) return st;
     for (int k = 0; k < nd->n_in; k++) {
@@ -294,6 +337,7 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
     if (nd->op == IM__NN_ADD && nd->in[1] == nd->in[0]) continue;
     nd->inplace = 1;
   }
+  if (!training && m->folded) plan_fuse_residual(m);
   /* Training: a batch norm whose only consumer is an in-place ReLU writes relu(bn(x)) itself (one
    * pass less over the activation), and its backward takes the ReLU's gradient from that shared
    * output and the shared gradient (batchnorm_backward_fused): the ReLU's backward does nothing. */
@@ -316,8 +360,12 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
   /* Activations and saved tensors. */
   for (int i = 0; i < n; i++) {
     im__nn_node_t *nd = &m->nodes[i];
-    if (nd->inplace) {
-      nd->buf_out = m->nodes[nd->in[0]].buf_out;
+    const int share = nd->by_conv >= 0                   ? nd->by_conv
+                      : nd->res >= 0 && nd->res_inplace ? nd->res
+                      : nd->inplace                     ? nd->in[0]
+                                                        : -1;
+    if (share >= 0) {
+      nd->buf_out = m->nodes[share].buf_out;
       extend(&pb, nd->buf_out, i);
     } else {
       nd->buf_out = NEWBUF(tensor_bytes(IM_F32, nd->ndim, nd->shape), i, i);

@@ -1,19 +1,23 @@
 /* Unit tests of the folded inference path: the fused convolution op (the cpu
  * backend's oneDNN post-op against the reference kernels, and against a plain
- * convolution followed by ReLU), folded models (batch norm folded, ReLU fused,
- * layer_scale folded) against the unfolded eval-mode forward on both
- * backends, what a folded model refuses, and that its inference allocates
- * nothing once planned. */
+ * convolution followed by ReLU), the fused residual op (conv + residual, then
+ * ReLU, in place or not, in every layout) against conv, add and ReLU run
+ * apart, folded models (batch norm folded, ReLU fused, layer_scale folded)
+ * against the unfolded eval-mode forward on both backends, ResNet's residual
+ * adds fused by the planner against the unfused plan, what a folded model
+ * refuses, and that its inference allocates nothing once planned. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "imops/backend.h"
 #include "imops/core.h"
+#include "nn/nn_impl.h" /* the planner's fusion marks */
 #include "imops/nn.h"
 #include "imops/tensor.h"
 #include "testutil.h"
@@ -33,11 +37,12 @@ static void fill(im_tensor_t *t, uint64_t seed, double lo, double hi) {
   for (int64_t i = 0; i < im_tensor_numel(t); i++) p[i] = (float)(lo + (hi - lo) * im_rng_uniform(&r));
 }
 
-/* Max |a - b| / (1 + |b|) over the elements. */
+/* Max |a - b| / (1 + |b|) over the elements; infinite where one is NaN and the other not. */
 static double rel_diff(const float *a, const float *b, int64_t n) {
   double mx = 0;
   for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - (double)b[i]) / (1.0 + fabs((double)b[i]));
+    if (isnan(a[i]) != isnan(b[i])) return INFINITY;
+    double d = isnan(a[i]) ? 0.0 : fabs((double)a[i] - (double)b[i]) / (1.0 + fabs((double)b[i]));
     if (d > mx) mx = d;
   }
   return mx;
@@ -105,6 +110,143 @@ static void test_fused_op(void **state) {
   im_tensor_free(&x);
   im_tensor_free(&w);
   im_tensor_free(&y);
+  im_backend_free(ref);
+  im_backend_free(cpu);
+}
+
+/* ---- the fused residual op ---- */
+
+typedef struct {
+  int64_t n, c, hw, k;
+  int r, stride, pad, bias;
+} res_case_t;
+
+/* A copy of plain t in layout lay. */
+static im_tensor_t in_layout(im_backend_t *be, const im_tensor_t *t, im_layout_t lay) {
+  im_tensor_t r;
+  OK(im_tensor_alloc(&r, IM_F32, t->ndim, t->shape));
+  r.layout = lay;
+  OK(im_op_relayout(be, t, &r));
+  return r;
+}
+
+/* act(conv(x) + bias + residual) on be, x in layout xl, residual and y in yl, with y a separate tensor
+ * (NaN-filled: every element must be written) and y the residual itself, against conv, add and ReLU
+ * run apart on the reference backend: the same float operations there, so the reference backend
+ * matches exactly. stamped: weights stamped as a folded model's (the cpu backend's inference kernels). */
+static void fused_add_case(im_backend_t *ref, im_backend_t *be, const res_case_t *rc, im_act_t act, im_layout_t xl,
+                           im_layout_t yl, int stamped) {
+  const im_conv2d_params_t p = {.stride_h = rc->stride, .stride_w = rc->stride, .pad_h = rc->pad, .pad_w = rc->pad};
+  im_tensor_t x, w, b, res, want, got;
+  int64_t ys[4];
+  OK(im_tensor_alloc(&x, IM_F32, 4, (int64_t[]){rc->n, rc->c, rc->hw, rc->hw}));
+  OK(im_tensor_alloc(&w, IM_F32, 4, (int64_t[]){rc->k, rc->c, rc->r, rc->r}));
+  OK(im_tensor_alloc(&b, IM_F32, 1, (int64_t[]){rc->k}));
+  fill(&x, 11, -1, 1);
+  fill(&w, 12, -0.3, 0.3);
+  fill(&b, 13, -0.5, 0.5);
+  OK(im_conv2d_output_shape(&p, x.shape, w.shape, ys));
+  OK(im_tensor_alloc(&res, IM_F32, 4, ys));
+  OK(im_tensor_alloc(&want, IM_F32, 4, ys));
+  OK(im_tensor_alloc(&got, IM_F32, 4, ys));
+  fill(&res, 14, -2, 2);
+  const im_tensor_t *bp = rc->bias ? &b : NULL;
+  OK(im_op_conv2d_forward(ref, &p, &x, &w, bp, &want));
+  OK(im_op_add(ref, &want, &res, &want));
+  if (act == IM_ACT_RELU) OK(im_op_relu_forward(ref, &want, &want));
+  if (stamped) w.stamp = im_tensor_stamp_new();
+  im_tensor_t xv = in_layout(be, &x, xl), rv = in_layout(be, &res, yl);
+  const int64_t ny = im_tensor_numel(&want);
+  for (int alias = 0; alias < 2; alias++) {
+    im_tensor_t y;
+    if (alias) {
+      y = in_layout(be, &res, yl);
+    } else {
+      OK(im_tensor_alloc(&y, IM_F32, 4, ys));
+      y.layout = yl;
+      for (int64_t i = 0; i < ny; i++) im_tensor_f32(&y)[i] = NAN;
+    }
+    for (int rep = 0; rep < 2 - alias; rep++) /* again: a cached plan (and prepared weights) */
+      OK(im_op_conv2d_forward_fused_add(be, &p, &xv, &w, bp, alias ? &y : &rv, act, &y));
+    OK(im_op_relayout(be, &y, &got));
+    const double d = rel_diff(im_tensor_f32(&got), im_tensor_f32(&want), ny);
+    if (d > (be == ref ? 0.0 : 1e-5))
+      fail_msg("%s conv+add %lldx%lldx%lld->%lld k%d s%d act %d layouts %d/%d%s%s: differs by %.3g",
+               im_backend_name(be), (long long)rc->c, (long long)rc->hw, (long long)rc->hw, (long long)rc->k, rc->r,
+               rc->stride, (int)act, (int)xl, (int)yl, alias ? " in place" : "", stamped ? " stamped" : "", d);
+    if (act == IM_ACT_RELU)
+      for (int64_t i = 0; i < ny; i++) assert_true(im_tensor_f32(&got)[i] >= 0.0f);
+    im_tensor_free(&y);
+  }
+  OK(im_op_relayout(be, &rv, &got)); /* an input: untouched when y is another tensor */
+  assert_memory_equal(im_tensor_f32(&got), im_tensor_f32(&res), im_tensor_nbytes(&res));
+  im_tensor_free(&xv);
+  im_tensor_free(&rv);
+  im_tensor_free(&x);
+  im_tensor_free(&w);
+  im_tensor_free(&b);
+  im_tensor_free(&res);
+  im_tensor_free(&want);
+  im_tensor_free(&got);
+}
+
+static void test_fused_add_op(void **state) {
+  (void)state;
+  im_backend_t *ref, *cpu;
+  OK(im_backend_ref_new(&ref));
+  OK(im_backend_cpu_new(&cpu));
+  assert_true(im_backend_supports(cpu, IM_OP_CONV2D_FORWARD_FUSED_ADD));
+  assert_true(im_backend_supports(ref, IM_OP_CONV2D_FORWARD_FUSED_ADD));
+  assert_string_equal(im_op_name(IM_OP_CONV2D_FORWARD_FUSED_ADD), "conv2d_forward_fused_add");
+  static const res_case_t cases[] = {
+      {2, 16, 9, 32, 3, 1, 1, 1},  /* a 3x3 */
+      {1, 64, 14, 64, 3, 1, 1, 1}, /* a ResNet block's second conv (Winograd when stamped) */
+      {2, 32, 8, 64, 1, 2, 0, 0},  /* a 1x1 downsample shortcut, no bias */
+      {2, 3, 11, 16, 3, 2, 1, 1},  /* few input channels: x stays plain */
+  };
+  const im_layout_t P = IM_LAYOUT_PLAIN, B = IM_LAYOUT_NCHW16C, L = IM_LAYOUT_NHWC;
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const res_case_t *rc = &cases[i];
+    const im_layout_t xb = rc->c % 16 ? P : B;
+    for (int a = 0; a < 2; a++) {
+      const im_act_t act = a ? IM_ACT_RELU : IM_ACT_NONE;
+      fused_add_case(ref, ref, rc, act, P, P, 0);
+      fused_add_case(ref, cpu, rc, act, P, P, 0);
+      fused_add_case(ref, cpu, rc, act, P, P, 1);
+      fused_add_case(ref, cpu, rc, act, xb, B, 0);
+      fused_add_case(ref, cpu, rc, act, xb, B, 1);
+      fused_add_case(ref, cpu, rc, act, P, B, 1);
+      fused_add_case(ref, cpu, rc, act, rc->c % 16 ? P : L, L, 0);
+    }
+  }
+  /* Argument checks. */
+  const im_conv2d_params_t p = {.pad_h = 1, .pad_w = 1};
+  im_tensor_t x, w, y, big, part, r2;
+  OK(im_tensor_alloc(&x, IM_F32, 4, (int64_t[]){1, 16, 8, 8}));
+  OK(im_tensor_alloc(&w, IM_F32, 4, (int64_t[]){16, 16, 3, 3}));
+  OK(im_tensor_alloc(&y, IM_F32, 4, (int64_t[]){1, 16, 8, 8}));
+  OK(im_tensor_alloc(&r2, IM_F32, 4, (int64_t[]){1, 16, 8, 7}));
+  OK(im_tensor_alloc(&big, IM_F32, 1, (int64_t[]){2 * 16 * 64}));
+  OK(im_tensor_view(&part, IM_F32, 4, y.shape, im_tensor_f32(&big) + 1));
+  im_tensor_t yv;
+  OK(im_tensor_view(&yv, IM_F32, 4, y.shape, im_tensor_f32(&big)));
+  assert_int_equal(im_op_conv2d_forward_fused_add(cpu, &p, &x, &w, NULL, &r2, IM_ACT_RELU, &y), IM_ERR_ARG);
+  assert_non_null(strstr(im_last_error(), "residual"));
+  assert_int_equal(im_op_conv2d_forward_fused_add(cpu, &p, &x, &w, NULL, &part, IM_ACT_RELU, &yv), IM_ERR_ARG);
+  assert_int_equal(im_op_conv2d_forward_fused_add(cpu, &p, &x, &w, NULL, &x, IM_ACT_RELU, &x), IM_ERR_ARG);
+  assert_int_equal(im_op_conv2d_forward_fused_add(cpu, &p, &x, &w, NULL, &y, (im_act_t)7, &y), IM_ERR_ARG);
+  assert_int_equal(im_op_conv2d_forward_fused_add(cpu, &p, &x, &w, NULL, NULL, IM_ACT_NONE, &y), IM_ERR_ARG);
+  im_tensor_t yb = y;
+  yb.layout = IM_LAYOUT_NCHW16C;
+  assert_int_equal(im_op_conv2d_forward_fused_add(cpu, &p, &x, &w, NULL, &y, IM_ACT_NONE, &yb), IM_ERR_ARG);
+  assert_non_null(strstr(im_last_error(), "layouts"));
+  assert_int_equal(im_op_conv2d_forward_fused_add(ref, &p, &x, &w, NULL, &yb, IM_ACT_NONE, &yb), IM_ERR_ARG);
+  OK(im_op_conv2d_forward_fused_add(cpu, &p, &x, &w, NULL, &yb, IM_ACT_NONE, &yb));
+  im_tensor_free(&x);
+  im_tensor_free(&w);
+  im_tensor_free(&y);
+  im_tensor_free(&r2);
+  im_tensor_free(&big);
   im_backend_free(ref);
   im_backend_free(cpu);
 }
@@ -201,9 +343,97 @@ static void test_fold_models(void **state) {
   im_backend_free(cpu);
 }
 
+/* The planner's residual fusion in folded model f planned for batch: *convs gets the convolutions
+ * with a fused add, *inplace those writing over their residual, *done the adds and ReLUs they do. */
+static void count_fused(const im_nn_model_t *f, int *convs, int *inplace, int *done) {
+  *convs = *inplace = *done = 0;
+  for (size_t i = 0; i < f->n_nodes; i++) {
+    const im__nn_node_t *nd = &f->nodes[i];
+    if (nd->res >= 0) {
+      assert_int_equal(nd->op, IM__NN_CONV);
+      assert_int_equal(f->nodes[nd->res].out.layout, nd->out.layout);
+      (*convs)++;
+      *inplace += nd->res_inplace && nd->out.data == f->nodes[nd->res].out.data;
+    }
+    if (nd->by_conv >= 0) {
+      assert_true(nd->op == IM__NN_ADD || nd->op == IM__NN_RELU);
+      assert_ptr_equal(nd->out.data, f->nodes[nd->by_conv].out.data);
+      (*done)++;
+    }
+  }
+}
+
+/* A folded ResNet on be: its residual adds and their ReLUs run inside the convolutions (over the
+ * identity's buffer), the graph the exporter walks stays as it was, and the logits equal those of
+ * the unfused plan (IMOPS_FUSE_RESIDUAL=0), also for a part of the planned batch. */
+static void residual_case(im_backend_t *be, const char *arch, float width, int64_t hw, int64_t batch, int blocks) {
+  im_nn_model_t *m = NULL, *f = NULL;
+  OK(im_nn_model_new(arch, &(im_nn_model_opts_t){.seed = 5, .width = width}, &m));
+  randomize_state(m);
+  OK(im_nn_model_fold(m, &f));
+  im_nn_model_free(m);
+  const size_t nodes = im_nn_model_num_nodes(f);
+  const int k = im_nn_model_num_classes(f);
+  im_tensor_t x, y0, y1;
+  OK(im_tensor_alloc(&x, IM_F32, 4, (int64_t[]){batch, 3, hw, hw}));
+  OK(im_tensor_alloc(&y0, IM_F32, 2, (int64_t[]){batch, k}));
+  OK(im_tensor_alloc(&y1, IM_F32, 2, (int64_t[]){batch, k}));
+  fill(&x, 21, -2, 2);
+  int convs, inplace, done;
+  setenv("IMOPS_FUSE_RESIDUAL", "0", 1);
+  OK(im_nn_plan(f, be, batch, hw, hw, 0));
+  count_fused(f, &convs, &inplace, &done);
+  assert_int_equal(convs + done, 0);
+  OK(im_nn_predict(f, &x, &y0, NULL));
+  const size_t bytes0 = im_nn_plan_bytes(f);
+  unsetenv("IMOPS_FUSE_RESIDUAL");
+  OK(im_nn_plan(f, be, batch, hw, hw, 0));
+  count_fused(f, &convs, &inplace, &done);
+  assert_int_equal(convs, blocks);
+  assert_int_equal(inplace, blocks); /* every identity is free after its block's first convolution */
+  assert_int_equal(done, 2 * blocks);
+  assert_int_equal(im_nn_model_num_nodes(f), nodes);
+  assert_int_equal(count_kind(f, IM_NN_NODE_ADD, 0), blocks);
+  assert_int_equal(count_kind(f, IM_NN_NODE_RELU, 0), blocks);
+  OK(im_nn_predict(f, &x, &y1, NULL));
+  double d = rel_diff(im_tensor_f32(&y1), im_tensor_f32(&y0), batch * k);
+  if (d > 1e-5)
+    fail_msg("%s on %s, batch %lld: fused logits differ by %.3g", arch, im_backend_name(be), (long long)batch, d);
+  assert_true(im_nn_plan_bytes(f) <= bytes0);
+  if (batch > 1) { /* one image through the batch plan */
+    im_tensor_t x1, l1;
+    OK(im_tensor_view(&x1, IM_F32, 4, (int64_t[]){1, 3, hw, hw}, x.data));
+    OK(im_tensor_alloc(&l1, IM_F32, 2, (int64_t[]){1, k}));
+    OK(im_nn_predict(f, &x1, &l1, NULL));
+    d = rel_diff(im_tensor_f32(&l1), im_tensor_f32(&y0), k);
+    if (d > 1e-5) fail_msg("%s on %s: one image of a batch-%lld plan differs by %.3g", arch, im_backend_name(be),
+                           (long long)batch, d);
+    im_tensor_free(&l1);
+  }
+  im_nn_model_free(f);
+  im_tensor_free(&x);
+  im_tensor_free(&y0);
+  im_tensor_free(&y1);
+}
+
+static void test_fused_residual_models(void **state) {
+  (void)state;
+  im_backend_t *ref, *cpu;
+  OK(im_backend_ref_new(&ref));
+  OK(im_backend_cpu_new(&cpu));
+  residual_case(cpu, "resnet18", 1.0f, 32, 1, 8);
+  residual_case(cpu, "resnet18", 1.0f, 32, 3, 8);
+  residual_case(cpu, "resnet34", 0.25f, 32, 2, 16);
+  residual_case(ref, "resnet18", 0.25f, 32, 2, 8);
+  im_backend_free(ref);
+  im_backend_free(cpu);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fused_op),
+      cmocka_unit_test(test_fused_add_op),
+      cmocka_unit_test(test_fused_residual_models),
       cmocka_unit_test(test_fold_models),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -203,6 +203,8 @@ im_status_t im__cpu_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params
                                          im__ct *bias, im_act_t act, im__t *y);
 im_status_t im__cpu_conv2d_backward_weight(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *dy,
                                            im__t *dw, im__t *dbias);
+im_status_t im__cpu_conv2d_forward_fused_add(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                             im__ct *bias, im__ct *residual, im_act_t act, im__t *y);
 /* cpu_bnorm.c */
 im_status_t im__cpu_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x, im__ct *gamma,
                                             im__ct *beta, im__t *running_mean, im__t *running_var, im__t *y,

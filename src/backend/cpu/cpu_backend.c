@@ -484,6 +484,7 @@ static const im_backend_i cpu_iface = {
     .conv2d_forward_fused = im__cpu_conv2d_forward_fused,
     .batchnorm_forward_train_fused = im__cpu_batchnorm_forward_train_fused,
     .batchnorm_backward_fused = im__cpu_batchnorm_backward_fused,
+    .conv2d_forward_fused_add = im__cpu_conv2d_forward_fused_add,
 };
 
 im_status_t im_backend_cpu_new(im_backend_t **out) {

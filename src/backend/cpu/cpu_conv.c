@@ -90,7 +90,7 @@ static dnnl_alg_kind_t conv_alg_infer(const im_conv2d_params_t *p, const im_tens
 }
 
 /* variant: bit 0 a fused ReLU, bits 1-2 and 3-4 the layouts of x and y (or dx and dy); bit 5 (forward) stamped
- * weights. */
+ * weights; bit 6 (forward) a sum post-op (a fused residual add). */
 static void conv_key(cpu_key_t *k, im_op_t op, const im_conv2d_params_t *p, const int64_t *xs, const int64_t *ws,
                      int has_bias, const im_tensor_t *x, const im_tensor_t *y, int relu) {
   memset(k, 0, sizeof *k);
@@ -123,9 +123,9 @@ static int relax(conv_mds_t *m) {
 }
 
 /* A forward pd on "any" layouts: the forward op itself, and the hint the backward ops need.
- * relu: a fused ReLU post-op (inference). */
+ * sum, relu: fused post-ops (inference): dst += the convolution, then ReLU. */
 static dnnl_primitive_desc_t fwd_pd_act(cpu_build_t *bld, const conv_mds_t *m, dnnl_alg_kind_t alg, int with_bias,
-                                        int relu, int infer) {
+                                        int sum, int relu, int infer) {
   dnnl_convolution_desc_t d;
   dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(&d, infer ? dnnl_forward_inference : dnnl_forward_training,
                                                                alg, few_channels(m) ? &m->x : &m->xa, &m->wa,
@@ -135,32 +135,32 @@ static dnnl_primitive_desc_t fwd_pd_act(cpu_build_t *bld, const conv_mds_t *m, d
     if (bld->st == IM_OK) bld->st = im__cpu_dnnl_error(s, "convolution descriptor");
     return NULL;
   }
-  return im__cpu_pd_act(bld, &d, NULL, 0, relu);
+  return im__cpu_pd_act(bld, &d, NULL, sum, relu);
 }
 
 static dnnl_primitive_desc_t fwd_pd(cpu_build_t *bld, const conv_mds_t *m, dnnl_alg_kind_t alg, int with_bias) {
-  return fwd_pd_act(bld, m, alg, with_bias, 0, 0);
+  return fwd_pd_act(bld, m, alg, with_bias, 0, 0, 0);
 }
 
 static const dnnl_memory_desc_t *q(const_dnnl_primitive_desc_t pd, dnnl_query_t what) {
   return pd ? dnnl_primitive_desc_query_md(pd, what, 0) : NULL;
 }
 
-/* x is (N,C,H,W) NCHW, w is (K,C/G,R,S), bias is (K) or NULL; y is (N,K,P,Q) NCHW, assigned,
- * then ReLU'd when relu. One plan: reorder x and w to oneDNN's layouts, convolve (+bias, +ReLU as
- * a post-op, so the activation costs no extra pass), reorder y back. */
+/* x is (N,C,H,W) NCHW, w is (K,C/G,R,S), bias is (K) or NULL; y is (N,K,P,Q) NCHW, assigned (added
+ * to y's old values when sum), then ReLU'd when relu. One plan: reorder x and w to oneDNN's layouts,
+ * convolve (+bias, +sum and +ReLU as post-ops, so the residual add and the activation cost no extra
+ * pass), reorder y back (with sum, y is first reordered into oneDNN's layout when that differs). */
 static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
                                 int relu, int sum, im__t *y) {
   const im_tensor_t *all[] = {x, w, bias, y};
   if (im__cpu_any_empty(4, all)) return IM_ERR_UNSUPPORTED;
   cpu_ctx_t *c = im__cpu_ctx(b);
-  if (sum) return IM_ERR_UNSUPPORTED; /* no sum post-op on this path yet */
   im_status_t st;
   cpu_key_t k;
   conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL, x, y,
            relu);
   const int stamped = w->stamp != 0; /* weights that stay: an inference model */
-  k.variant |= stamped << 5;
+  k.variant |= stamped << 5 | (sum != 0) << 6;
   cpu_build_t bld;
   cpu_plan_t *pl;
   st = im__cpu_plan_get(c, &k, &bld, &pl);
@@ -169,15 +169,17 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
     conv_mds_t m;
     conv_mds(p, x->shape, w->shape, y->shape, act_tag(x), act_tag(y), &m);
     const dnnl_alg_kind_t alg = stamped ? conv_alg_infer(p, x, y, w->shape) : conv_alg(p, x->shape[1]);
-    dnnl_primitive_desc_t pd = fwd_pd_act(&bld, &m, alg, bias != NULL, relu, relu || stamped);
+    const int infer = relu || sum || stamped;
+    dnnl_primitive_desc_t pd = fwd_pd_act(&bld, &m, alg, bias != NULL, sum, relu, infer);
     if (is_ref(pd) && relax(&m)) {
       dnnl_primitive_desc_destroy(pd);
-      pd = fwd_pd_act(&bld, &m, alg, bias != NULL, relu, relu || stamped);
+      pd = fwd_pd_act(&bld, &m, alg, bias != NULL, sum, relu, infer);
     }
     const int mx = im__cpu_mem_in(&bld, &m.x, 0, q(pd, dnnl_query_src_md));
     const int mw = im__cpu_mem_in_const(&bld, &m.w, 1, q(pd, dnnl_query_weights_md));
     const int mb = bias ? im__cpu_mem_user(&bld, &m.b, 2) : -1;
-    const int my = im__cpu_mem_out(&bld, &m.y, 3, q(pd, dnnl_query_dst_md), 0);
+    const dnnl_memory_desc_t *ymd = q(pd, dnnl_query_dst_md);
+    const int my = sum ? im__cpu_mem_in(&bld, &m.y, 3, ymd) : im__cpu_mem_out(&bld, &m.y, 3, ymd, 0);
     const int args[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
     const int mems[4] = {mx, mw, my, mb};
     im__cpu_step(&bld, pd, bias ? 4 : 3, args, mems, 1);
@@ -198,6 +200,18 @@ im_status_t im__cpu_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p,
 im_status_t im__cpu_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
                                          im__ct *bias, im_act_t act, im__t *y) {
   return conv_forward(b, p, x, w, bias, act == IM_ACT_RELU, 0, y);
+}
+
+/* y = act(conv + bias + residual): the residual is copied into y unless y is the residual itself
+ * (the nn planner writes in place where the identity has no later reader), then oneDNN's sum post-op
+ * adds the convolution to it. */
+im_status_t im__cpu_conv2d_forward_fused_add(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                             im__ct *bias, im__ct *residual, im_act_t act, im__t *y) {
+  if (y->data != residual->data) {
+    const im_status_t st = im__cpu_add_backward(b, residual, y, NULL); /* a parallel copy, any layout */
+    if (st != IM_OK) return st;
+  }
+  return conv_forward(b, p, x, w, bias, act == IM_ACT_RELU, 1, y);
 }
 
 /* The backward-data (weights 0) or backward-weights (weights 1, with_bias: also the bias) pd, with

@@ -9,6 +9,8 @@
 /* ref_conv.c */
 im_status_t im__ref_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
                                    im__t *y);
+im_status_t im__ref_conv2d_forward_fused_add(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                             im__ct *bias, im__ct *residual, im_act_t act, im__t *y);
 im_status_t im__ref_conv2d_backward_data(im_backend_t *b, const im_conv2d_params_t *p, im__ct *dy, im__ct *w,
                                          im__t *dx);
 im_status_t im__ref_conv2d_backward_weight(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *dy,

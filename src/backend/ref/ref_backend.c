@@ -39,6 +39,7 @@ const im_backend_i im__ref_iface = {
     .conv2d_forward_fused = im__ref_conv2d_forward_fused,
     .batchnorm_forward_train_fused = im__ref_batchnorm_forward_train_fused,
     .batchnorm_backward_fused = im__ref_batchnorm_backward_fused,
+    .conv2d_forward_fused_add = im__ref_conv2d_forward_fused_add,
 };
 
 im_status_t im_backend_ref_new(im_backend_t **out) { return im__backend_new(&im__ref_iface, NULL, out); }

@@ -6,15 +6,17 @@
 
 /* x is (N, C, H, W), w is (K, C/G, R, S), bias is (K) or NULL; y is (N, K, P, Q), assigned.
  * y[n,k,p,q] = bias[k] + sum_{c<C/G, r, s} x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw] w[k,c,r,s],
- * g = k / (K/G), x outside the image reading as 0. */
-im_status_t im__ref_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
-                                   im__t *y) {
+ * g = k / (K/G), x outside the image reading as 0. With res (shaped as y, possibly y itself), the
+ * rounded sum is then added to res at the same position, and with relu the result is ReLU'd: each
+ * element as the separate ops (conv, add, relu) compute it. */
+static void conv_forward(const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias, im__ct *res, int relu,
+                         im__t *y) {
   const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   const int64_t K = w->shape[0], Cg = w->shape[1], R = w->shape[2], S = w->shape[3];
   const int64_t P = y->shape[2], Q = y->shape[3], Kg = K / p->groups;
   const int64_t sh = p->stride_h, sw = p->stride_w, ph = p->pad_h, pw = p->pad_w, dh = p->dilation_h,
                 dw = p->dilation_w;
-  const float *xd = x->data, *wd = w->data, *bd = bias ? bias->data : NULL;
+  const float *xd = x->data, *wd = w->data, *bd = bias ? bias->data : NULL, *rd = res ? res->data : NULL;
   float *yd = y->data;
   for (int64_t n = 0; n < N; n++)
     for (int64_t k = 0; k < K; k++) {
@@ -35,9 +37,17 @@ im_status_t im__ref_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p,
               }
             }
           }
-          yd[((n * K + k) * P + oh) * Q + ow] = (float)acc;
+          const int64_t at = ((n * K + k) * P + oh) * Q + ow;
+          float v = (float)acc;
+          if (rd) v += rd[at];
+          yd[at] = relu && v < 0.0f ? 0.0f : v;
         }
     }
+}
+
+im_status_t im__ref_conv2d_forward(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w, im__ct *bias,
+                                   im__t *y) {
+  conv_forward(p, x, w, bias, NULL, 0, y);
   return IM_OK;
 }
 
@@ -134,4 +144,12 @@ im_status_t im__ref_conv2d_forward_fused(im_backend_t *b, const im_conv2d_params
   im_status_t st = im__ref_conv2d_forward(b, p, x, w, bias, y);
   if (st == IM_OK && act == IM_ACT_RELU) st = im__ref_relu_forward(b, y, y);
   return st;
+}
+
+/* The convolution, plus residual, then the activation, element by element (y may be residual: each
+ * element reads its own residual before it is written). */
+im_status_t im__ref_conv2d_forward_fused_add(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
+                                             im__ct *bias, im__ct *residual, im_act_t act, im__t *y) {
+  conv_forward(p, x, w, bias, residual, act == IM_ACT_RELU, y);
+  return IM_OK;
 }
