@@ -142,7 +142,8 @@ void im__nn_set_batch(im_nn_model_t *m, int64_t n) {
  * without layout reorders around each of them (they were 13-16% of a training step of resnet18
  * and surfacenet). Batch norm, ReLU, max pooling and residual adds keep their input's layout,
  * so a chain is blocked as a whole or not at all; a convolution may change the layout, and
- * global average pooling takes either. IMOPS_LAYOUT=plain keeps everything plain (for comparisons). */
+ * global average pooling takes either. IMOPS_LAYOUT=plain keeps everything plain, IMOPS_LAYOUT=blocked
+ * takes no channels-last layout (for comparisons). */
 static int blocked_producer(im__nn_op_t op) {
   return op == IM__NN_CONV || op == IM__NN_BN || op == IM__NN_RELU || op == IM__NN_MAXPOOL || op == IM__NN_ADD;
 }
@@ -198,6 +199,43 @@ static void plan_channels_last(im_nn_model_t *m, int on) {
   }
 }
 
+/* Small outputs at batch 1. oneDNN's channels-last kernels (brgconv) beat its blocked direct ones on
+ * convolutions with outputs of 7x7 or less at batch 1: resnet18@224's last stage took 0.65-0.73
+ * against 0.78-1.31 ms a 3x3 layer, its strided entry 0.35 against 0.43 (batch 4 and more: blocked
+ * wins; 14x14 outputs: blocked Winograd wins by 1.7x). In an inference plan for single images, such
+ * convolutions and the adds and ReLUs that keep their layout go channels-last, where every consumer
+ * takes it (convolutions, adds, ReLUs, global average pooling). */
+static int small_cl_op(im__nn_op_t op) { return op == IM__NN_CONV || op == IM__NN_ADD || op == IM__NN_RELU; }
+static int small_cl_consumer(im__nn_op_t op) { return small_cl_op(op) || op == IM__NN_GAP; }
+
+static void plan_small_channels_last(im_nn_model_t *m) {
+  const int n = (int)m->n_nodes;
+  unsigned char *mine = im_calloc((size_t)n, 1); /* the nodes this pass turned (and may turn back) */
+  if (!mine) return;                             /* an optimization: without memory, none */
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    if (nd->layout == IM_LAYOUT_NCHW16C && small_cl_op(nd->op) && nd->shape[2] * nd->shape[3] <= 49)
+      nd->layout = IM_LAYOUT_NHWC, mine[i] = 1;
+  }
+#define BACK(i) (mine[i] && m->nodes[i].layout == IM_LAYOUT_NHWC ? (m->nodes[i].layout = IM_LAYOUT_NCHW16C, changed = 1) : 0)
+  for (int changed = 1; changed;) {
+    changed = 0;
+    for (int j = 0; j < n; j++) {
+      im__nn_node_t *nd = &m->nodes[j];
+      for (int k = 0; k < nd->n_in; k++) /* every consumer must take it */
+        if (!small_cl_consumer(nd->op)) BACK(nd->in[k]);
+      if (!mine[j] || (nd->op != IM__NN_ADD && nd->op != IM__NN_RELU)) continue;
+      int all = nd->layout == IM_LAYOUT_NHWC; /* adds and ReLUs: inputs and output alike */
+      for (int k = 0; k < nd->n_in; k++) all &= m->nodes[nd->in[k]].layout == IM_LAYOUT_NHWC;
+      if (all) continue;
+      BACK(j);
+      for (int k = 0; k < nd->n_in; k++) BACK(nd->in[k]);
+    }
+  }
+#undef BACK
+  im_free(mine);
+}
+
 static void plan_layouts(im_nn_model_t *m) {
   const int n = (int)m->n_nodes;
   const char *env = getenv("IMOPS_LAYOUT");
@@ -226,7 +264,9 @@ static void plan_layouts(im_nn_model_t *m) {
       }
     }
   }
-  plan_channels_last(m, on);
+  const int cl = on && !(env && !strcmp(env, "blocked")); /* IMOPS_LAYOUT=blocked: no channels-last */
+  plan_channels_last(m, cl);
+  if (cl && m->folded && !m->plan_training && m->plan_batch == 1) plan_small_channels_last(m);
 }
 
 /* A transpose that the channels-last layout made a view. */

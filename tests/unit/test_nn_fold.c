@@ -429,8 +429,60 @@ static void test_fused_residual_models(void **state) {
   im_backend_free(cpu);
 }
 
+/* Single-image inference plans: convolutions with outputs of 7x7 or less, and the adds and ReLUs
+ * after them, go channels-last (plan.c, plan_small_channels_last); batch plans and
+ * IMOPS_LAYOUT=blocked keep them blocked; the logits are those of the blocked plan. */
+static int count_layout(const im_nn_model_t *f, im_layout_t lay) {
+  int n = 0;
+  for (size_t i = 0; i < f->n_nodes; i++) n += f->nodes[i].out.layout == lay && f->nodes[i].out.ndim == 4;
+  return n;
+}
+
+static void test_small_channels_last(void **state) {
+  (void)state;
+  im_backend_t *cpu;
+  OK(im_backend_cpu_new(&cpu));
+  im_nn_model_t *m = NULL, *f = NULL;
+  OK(im_nn_model_new("resnet18", &(im_nn_model_opts_t){.seed = 6, .width = 0.25f}, &m));
+  randomize_state(m);
+  OK(im_nn_model_fold(m, &f));
+  im_nn_model_free(m);
+  const int k = im_nn_model_num_classes(f);
+  im_tensor_t x, y0, y1;
+  OK(im_tensor_alloc(&x, IM_F32, 4, (int64_t[]){1, 3, 32, 32}));
+  OK(im_tensor_alloc(&y0, IM_F32, 2, (int64_t[]){1, k}));
+  OK(im_tensor_alloc(&y1, IM_F32, 2, (int64_t[]){1, k}));
+  fill(&x, 22, -2, 2);
+  setenv("IMOPS_LAYOUT", "blocked", 1);
+  OK(im_nn_plan(f, cpu, 1, 32, 32, 0));
+  assert_int_equal(count_layout(f, IM_LAYOUT_NHWC), 0);
+  OK(im_nn_predict(f, &x, &y0, NULL));
+  unsetenv("IMOPS_LAYOUT");
+  OK(im_nn_plan(f, cpu, 2, 32, 32, 0)); /* a batch plan: blocked */
+  assert_int_equal(count_layout(f, IM_LAYOUT_NHWC), 0);
+  OK(im_nn_plan(f, cpu, 1, 32, 32, 0));
+  /* At 32x32: stages 2-4 (4x4, 2x2, 1x1 outputs) are channels-last, stage 1 (8x8) and the stem are not. */
+  int cl = 0;
+  for (size_t i = 0; i < f->n_nodes; i++) {
+    const im__nn_node_t *nd = &f->nodes[i];
+    if (nd->out.ndim != 4) continue;
+    const int small = nd->out.shape[2] * nd->out.shape[3] <= 49 && nd->op != IM__NN_MAXPOOL;
+    if (nd->op == IM__NN_CONV || nd->op == IM__NN_ADD || nd->op == IM__NN_RELU)
+      assert_int_equal(nd->out.layout, small ? IM_LAYOUT_NHWC : IM_LAYOUT_NCHW16C);
+    cl += nd->out.layout == IM_LAYOUT_NHWC;
+  }
+  assert_true(cl >= 3 * 7); /* three stages of two blocks, a downsample each */
+  OK(im_nn_predict(f, &x, &y1, NULL));
+  const double d = rel_diff(im_tensor_f32(&y1), im_tensor_f32(&y0), k);
+  if (d > 1e-5) fail_msg("channels-last small stages: logits differ from the blocked plan's by %.3g", d);
+  im_nn_model_free(f);
+  im_tensor_free(&x), im_tensor_free(&y0), im_tensor_free(&y1);
+  im_backend_free(cpu);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_small_channels_last),
       cmocka_unit_test(test_fused_op),
       cmocka_unit_test(test_fused_add_op),
       cmocka_unit_test(test_fused_residual_models),
