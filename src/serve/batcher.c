@@ -76,7 +76,7 @@ struct im__serve_batcher {
   im__serve_batcher_opts_t o;
   pthread_mutex_t mu;
   pthread_cond_t work; /* queue changed or stop */
-  pthread_cond_t done; /* a job finished */
+  pthread_condattr_t job_attr; /* CLOCK_MONOTONIC, for each job's own condition */
   im__serve_job_t *head, *tail;
   int queued; /* images */
   int stop;
@@ -112,6 +112,14 @@ static void unlink_job(im__serve_batcher_t *b, im__serve_job_t *job) {
   if (b->tail == job) b->tail = prev;
   job->next = NULL;
   b->queued -= job->n;
+}
+
+/* Ends a job and wakes its waiter alone (under b->mu): waking every waiter at
+ * the end of each batch (one shared condition) woke all the handler threads
+ * queued behind it, only for most of them to sleep again. */
+static void end_job(im__serve_job_t *j, int state) {
+  j->state = state;
+  pthread_cond_signal(&j->done);
 }
 
 static void *worker_main(void *arg) {
@@ -158,8 +166,7 @@ static void *worker_main(void *arg) {
       unlink_job(b, j);
       j->st = IM_ERR_NOMEM;
       snprintf(j->err, sizeof j->err, "out of memory");
-      j->state = 2;
-      pthread_cond_broadcast(&b->done);
+      end_job(j, 2);
       continue;
     }
     pthread_mutex_unlock(&b->mu);
@@ -172,9 +179,8 @@ static void *worker_main(void *arg) {
     for (int i = 0; i < nj; i++) {
       jobs[i]->st = st;
       if (st) snprintf(jobs[i]->err, sizeof jobs[i]->err, "%s", im_last_error()[0] ? im_last_error() : im_strerror(st));
-      jobs[i]->state = 2;
+      end_job(jobs[i], 2);
     }
-    pthread_cond_broadcast(&b->done);
   }
   pthread_mutex_unlock(&b->mu);
   im_free(jobs);
@@ -188,12 +194,9 @@ im_status_t im__serve_batcher_new(const im__serve_batcher_opts_t *o, im__serve_b
   if (!b) return im_error(IM_ERR_NOMEM, "out of memory");
   b->o = *o;
   pthread_mutex_init(&b->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&b->work, &ca);
-  pthread_cond_init(&b->done, &ca);
-  pthread_condattr_destroy(&ca);
+  pthread_condattr_init(&b->job_attr);
+  pthread_condattr_setclock(&b->job_attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&b->work, &b->job_attr);
   b->threads = im_calloc((size_t)o->workers, sizeof *b->threads);
   if (!b->threads) {
     im__serve_batcher_free(b);
@@ -228,6 +231,7 @@ im_status_t im__serve_batcher_submit(im__serve_batcher_t *b, im__serve_job_t *jo
     pthread_mutex_unlock(&b->mu);
     return im_error(IM_ERR_CANCELLED, "the server is stopping");
   }
+  pthread_cond_init(&job->done, &b->job_attr);
   job->t_enq = im_time_now();
   im__serve_latency_arrival(&b->lat, job->t_enq);
   if (b->tail) b->tail->next = job;
@@ -239,7 +243,7 @@ im_status_t im__serve_batcher_submit(im__serve_batcher_t *b, im__serve_job_t *jo
   abs_deadline(&ts, timeout_s > 0 ? timeout_s : 3600);
   im_status_t st = IM_OK;
   while (job->state < 2) {
-    int rc = pthread_cond_timedwait(&b->done, &b->mu, &ts);
+    int rc = pthread_cond_timedwait(&job->done, &b->mu, &ts);
     if (rc == ETIMEDOUT && job->state == 0) { /* never taken: give up; a running job is waited for */
       unlink_job(b, job);
       job->state = 3;
@@ -252,6 +256,7 @@ im_status_t im__serve_batcher_submit(im__serve_batcher_t *b, im__serve_job_t *jo
     }
   }
   pthread_mutex_unlock(&b->mu);
+  pthread_cond_destroy(&job->done); /* no one signals it now: it is no longer queued and not running */
   return st;
 }
 
@@ -276,10 +281,12 @@ void im__serve_batcher_stop(im__serve_batcher_t *b) {
   b->n_threads = 0;
   /* the workers ran everything queued before leaving (they only exit on an empty queue) */
   pthread_mutex_lock(&b->mu);
-  for (im__serve_job_t *j = b->head; j; j = j->next) j->state = 3;
+  for (im__serve_job_t *j = b->head, *next; j; j = next) {
+    next = j->next; /* read first: its waiter may return as soon as the lock is released */
+    end_job(j, 3);
+  }
   b->head = b->tail = NULL;
   b->queued = 0;
-  pthread_cond_broadcast(&b->done);
   pthread_mutex_unlock(&b->mu);
 }
 
@@ -288,7 +295,7 @@ void im__serve_batcher_free(im__serve_batcher_t *b) {
   im__serve_batcher_stop(b);
   pthread_mutex_destroy(&b->mu);
   pthread_cond_destroy(&b->work);
-  pthread_cond_destroy(&b->done);
+  pthread_condattr_destroy(&b->job_attr);
   im_free(b->threads);
   im_free(b);
 }

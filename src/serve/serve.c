@@ -384,30 +384,55 @@ static im_status_t run_batch(void *user, int worker, void *genp, im__serve_job_t
   return IM_OK;
 }
 
-/* Served images' pixel statistics (from the normalized inputs) for drift. */
-static void observe_inputs(im_serve_t *s, const serve_gen_t *g, const float *x, int n) {
+/* Eight independent partial sums: one running sum made every addition wait for
+ * the one before (the three planes of a 112x112 image took 29 us in cache);
+ * these pipeline and vectorise, 4 doubles wide where the CPU has AVX2 (a
+ * clone chosen at load time, as the image module's loops): 8 us. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#endif
+void im__serve_plane_sums(const float *p, size_t n, double sd, double mean, double *sum, double *sq) {
+  enum { L = 8 };
+  double s[L] = {0}, q[L] = {0};
+  size_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int k = 0; k < L; k++) {
+      double v = (double)p[i + (size_t)k] * sd + mean;
+      s[k] += v;
+      q[k] += v * v;
+    }
+  for (; i < n; i++) {
+    double v = (double)p[i] * sd + mean;
+    s[0] += v;
+    q[0] += v * v;
+  }
+  double ts = 0, tq = 0;
+  for (int k = 0; k < L; k++) ts += s[k], tq += q[k];
+  *sum = ts;
+  *sq = tq;
+}
+
+/* Served images' pixel statistics (from the normalized inputs) for drift, per
+ * channel, into add[0..2]. */
+static void input_stats(const serve_gen_t *g, const float *x, int n, im_monitor_welford_t add[3]) {
   const size_t plane = (size_t)g->h * (size_t)g->w;
-  im_monitor_welford_t add[3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
   const int nc = g->c < 3 ? g->c : 3;
   for (int i = 0; i < n; i++)
     for (int c = 0; c < nc; c++) {
-      const float *p = x + (size_t)i * g->chw + (size_t)c * plane;
-      double sum = 0, sq = 0;
-      for (size_t q = 0; q < plane; q++) {
-        double v = (double)p[q] * g->std[c] + g->mean[c];
-        sum += v;
-        sq += v * v;
-      }
+      double sum, sq;
+      im__serve_plane_sums(x + (size_t)i * g->chw + (size_t)c * plane, plane, g->std[c], g->mean[c], &sum, &sq);
       im_monitor_welford_t w = im_monitor_welford_from_sums((double)plane, sum, sq);
       im_monitor_welford_merge(&add[c], &w);
     }
-  pthread_mutex_lock(&s->drift_mu);
-  if (s->drift_channels == g->c)
-    for (int c = 0; c < nc; c++) im_monitor_welford_merge(&s->drift[c], &add[c]);
-  pthread_mutex_unlock(&s->drift_mu);
 }
 
 int serve_infer(im_serve_t *s, serve_gen_t *g, const float *x, int n, float *probs, char *err, size_t errn) {
+  /* The inputs' statistics are taken now, while the handler has just written
+   * them and they are still in its core's cache; after the batch they had to
+   * come back from memory (most of this step's cost). They count only if the
+   * inference succeeds, as before. */
+  im_monitor_welford_t add[3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+  input_stats(g, x, n, add);
   im__serve_job_t job = {.x = x, .probs = probs, .n = n, .gen = g};
   im_status_t st = im__serve_batcher_submit(s->bat, &job, s->o.timeout_ms / 1000.0);
   if (st) {
@@ -418,8 +443,9 @@ int serve_infer(im_serve_t *s, serve_gen_t *g, const float *x, int n, float *pro
     snprintf(err, errn, "inference failed: %s", job.err);
     return 500;
   }
-  observe_inputs(s, g, x, n);
   pthread_mutex_lock(&s->drift_mu);
+  if (s->drift_channels == g->c)
+    for (int c = 0; c < g->c && c < 3; c++) im_monitor_welford_merge(&s->drift[c], &add[c]);
   for (int i = 0; i < n; i++) {
     const float *p = probs + (size_t)i * (size_t)g->k;
     int best = 0;

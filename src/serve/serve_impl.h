@@ -6,6 +6,7 @@
 #define IMOPS_SERVE_IMPL_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -103,6 +104,12 @@ IM_NODISCARD im_status_t im__serve_v2_parse(const uint8_t *body, size_t len, con
                                             size_t max_elems, size_t max_images, im__serve_v2_req_t *req);
 void im__serve_v2_req_free(im__serve_v2_req_t *req);
 
+/* ---- drift statistics ------------------------------------------------------------------ */
+
+/** The sum and the sum of squares of p[i] * sd + mean over n values, in double
+ * (the served images' pixel values back from their normalized inputs). */
+void im__serve_plane_sums(const float *p, size_t n, double sd, double mean, double *sum, double *sq);
+
 /* ---- the batcher --------------------------------------------------------------------- */
 
 /** The latency model: batch run time t(n) = a + b n by exponentially weighted
@@ -135,6 +142,7 @@ typedef struct im__serve_job {
   im_status_t st;
   char err[256];
   double t_enq;
+  pthread_cond_t done; /* signalled (under the batcher's lock) when state reaches 2 or 3: only this job's waiter wakes */
   struct im__serve_job *next;
 } im__serve_job_t;
 

@@ -334,7 +334,21 @@ im_status_t im_train_model_input(const im_train_model_t *m, const im_image_t *im
     float mean[3], std[3];
     norm_of(m, mean, std);
     /* The loader's arithmetic, so that an image of the training set gives the same input. */
-    for (int c = 0; c < m->c; c++) {
+    if (m->c == 3) { /* one pass over the pixels into the three planes (not three strided passes) */
+      float sc[3], sh[3];
+      for (int c = 0; c < 3; c++) {
+        float sd = std[c] > 0 ? std[c] : 1.0f;
+        sc[c] = 1.0f / (255.0f * sd), sh[c] = -mean[c] / sd;
+      }
+      float *o0 = dst, *o1 = dst + plane, *o2 = dst + 2 * plane;
+      for (size_t i = 0; i < plane; i++) {
+        const uint8_t *p = buf + 3 * i;
+        o0[i] = (float)p[0] * sc[0] + sh[0];
+        o1[i] = (float)p[1] * sc[1] + sh[1];
+        o2[i] = (float)p[2] * sc[2] + sh[2];
+      }
+    }
+    for (int c = 0; c < m->c && m->c != 3; c++) {
       float sd = std[c] > 0 ? std[c] : 1.0f;
       float scale = 1.0f / (255.0f * sd), shift = -mean[c] / sd;
       float *o = dst + (size_t)c * plane;

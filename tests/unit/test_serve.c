@@ -2,8 +2,9 @@
  * parser (multipart as python-requests sends it, raw images, JSON), the Open
  * Inference Protocol v2 request parser (JSON and binary tensors, FP32 and
  * BYTES, every kind of malformed request), the latency model and dispatch
- * rule, and the batcher (requests that arrive while a batch runs are merged
- * into the next one, no batching runs them alone, timeouts, stop). */
+ * rule, the batcher (requests that arrive while a batch runs are merged
+ * into the next one, no batching runs them alone, timeouts, stop, many
+ * clients on two workers each woken for its own job) and the drift sums. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -466,6 +467,66 @@ static void test_batcher_timeout_and_stop(void **state) {
   pthread_cond_destroy(&f.cv);
 }
 
+/* Many clients on two workers with small batches: each client returns only
+ * once its own job ran (a waiter woken for another job would come back with
+ * its output unwritten). */
+static void test_batcher_many_clients(void **state) {
+  fake_t f = {.gate_open = 1};
+  pthread_mutex_init(&f.mu, NULL);
+  pthread_cond_init(&f.cv, NULL);
+  im__serve_batcher_opts_t o = {.workers = 2, .max_batch = 3, .max_latency_s = 0.002, .run = fake_run, .user = &f};
+  assert_int_equal(im__serve_batcher_new(&o, &f.b), IM_OK);
+  enum { N = 48 };
+  client_t c[N];
+  pthread_t t[N];
+  for (int i = 0; i < N; i++) {
+    c[i] = (client_t){.f = &f, .x = {(float)i, 0.25f}, .y = {-1, -1}};
+    assert_int_equal(pthread_create(&t[i], NULL, client, &c[i]), 0);
+  }
+  for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(c[i].st, IM_OK);
+    assert_int_equal(c[i].job.st, IM_OK);
+    assert_int_equal(c[i].job.state, 2);
+    assert_true(c[i].y[0] == (float)i + 0.25f);
+    assert_true(c[i].y[1] == 1);
+  }
+  assert_int_equal(im__serve_batcher_queued(f.b), 0);
+  im__serve_batcher_free(f.b);
+  pthread_mutex_destroy(&f.mu);
+  pthread_cond_destroy(&f.cv);
+}
+
+/* ---- drift statistics ---- */
+
+static void test_plane_sums(void **state) {
+  static float p[1000];
+  uint32_t r = 12345;
+  for (size_t i = 0; i < 1000; i++) {
+    r = r * 1103515245u + 12345u;
+    p[i] = (float)((r >> 8) & 0xffff) / 65536.0f * 4.0f - 2.0f;
+  }
+  const size_t ns[] = {0, 1, 7, 8, 9, 15, 16, 17, 999, 1000};
+  for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+    double want = 0, want_sq = 0, sum = -1, sq = -1;
+    for (size_t i = 0; i < ns[k]; i++) {
+      double v = (double)p[i] * 0.229 + 0.485;
+      want += v;
+      want_sq += v * v;
+    }
+    im__serve_plane_sums(p, ns[k], 0.229, 0.485, &sum, &sq);
+    assert_true(fabs(sum - want) <= 1e-12 * (1 + fabs(want)));
+    assert_true(fabs(sq - want_sq) <= 1e-12 * (1 + want_sq));
+  }
+  /* small integers: every partial sum is exact, so the result is too */
+  float ints[21];
+  for (int i = 0; i < 21; i++) ints[i] = (float)(i - 10);
+  double sum, sq;
+  im__serve_plane_sums(ints, 21, 2.0, 1.0, &sum, &sq); /* v = 2x + 1 for x in -10..10 */
+  assert_true(sum == 21.0);
+  assert_true(sq == 4.0 * 770 + 21.0); /* sum (2x+1)^2 = 4 sum x^2 + 4 sum x + 21 */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_base64),           cmocka_unit_test(test_compression),
@@ -474,6 +535,7 @@ int main(void) {
       cmocka_unit_test(test_v2_binary),        cmocka_unit_test(test_v2_errors),
       cmocka_unit_test(test_latency_model),    cmocka_unit_test(test_batcher_merges),
       cmocka_unit_test(test_batcher_no_batching), cmocka_unit_test(test_batcher_timeout_and_stop),
+      cmocka_unit_test(test_batcher_many_clients), cmocka_unit_test(test_plane_sums),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
