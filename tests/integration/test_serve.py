@@ -265,8 +265,10 @@ def test_bad_requests_get_4xx_and_the_server_goes_on(ws, server, tmp_path):
     assert sample(m, "imops_http_requests_total", route="unmatched", method="GET", code="404") == 1
 
 
-def hammer(url, files, n_threads, per_thread, stop=None, results=None):
-    """n_threads clients posting per_thread requests each (or until stop is set)."""
+def hammer(url, files, n_threads, per_thread, stop=None, results=None, timed=None):
+    """n_threads clients posting per_thread requests each (or until stop is set). results gets
+    (status, version or error text) in the order the answers were taken; timed, when given, also
+    (time sent, time answered, version) on the monotonic clock."""
     results = results if results is not None else []
     lock = threading.Lock()
 
@@ -275,13 +277,18 @@ def hammer(url, files, n_threads, per_thread, stop=None, results=None):
         k = 0
         while (stop is None and k < per_thread) or (stop is not None and not stop.is_set() and k < 100000):
             f = files[(i + k) % len(files)]
+            body = f.read_bytes()
+            t0 = time.monotonic()
             try:
-                r = sess.post(url + "/predict", files={"file": (f.name, f.read_bytes(), "image/jpeg")}, timeout=60)
+                r = sess.post(url + "/predict", files={"file": (f.name, body, "image/jpeg")}, timeout=60)
                 out = (r.status_code, r.json().get("version") if r.status_code == 200 else r.text)
             except Exception as e:  # noqa: BLE001 - a failure is what the test counts
                 out = (0, repr(e))
+            t1 = time.monotonic()
             with lock:
                 results.append(out)
+                if timed is not None:
+                    timed.append((t0, t1, out[1]))
             k += 1
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
@@ -332,7 +339,8 @@ def test_no_batching_runs_requests_alone(ws, server):
 def test_alias_move_under_load_reloads_without_failures(imops, ws, server):
     s = server("--watch", "--watch-interval", 0.2)
     stop = threading.Event()
-    threads, results = hammer(s.url, ws["images"], 6, 0, stop=stop)
+    timed = []
+    threads, results = hammer(s.url, ws["images"], 6, 0, stop=stop, timed=timed)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len(results) < 20:
@@ -353,8 +361,12 @@ def test_alias_move_under_load_reloads_without_failures(imops, ws, server):
     assert not failed, failed[:5]
     versions = [v for _, v in results]
     assert "1" in versions and versions[-1] == "2"
-    first2 = versions.index("2")
-    assert all(v == "2" for v in versions[first2 + 6:])  # no going back once switched
+    # no going back once switched: no request sent after an answer from version 2 came back
+    # gets version 1 (judged by when each was sent and answered, not by the order the client
+    # threads got to record them, which a stalled thread can delay)
+    first2_answered = min(t1 for _, t1, v in timed if v == "2")
+    late1 = [(t0, v) for t0, _, v in timed if v == "1" and t0 > first2_answered]
+    assert not late1, f"{len(late1)} requests sent after version 2 answered got version 1"
     m = s.metrics()
     assert sample(m, "imops_model_reloads_total") == 1
     assert sample(m, "imops_model_info", version="2") == 1 and sample(m, "imops_model_info", version="1") is None
