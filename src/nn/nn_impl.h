@@ -80,6 +80,7 @@ typedef struct {
   int n_cons, last_cons;  /* consumers, and the last one in topological order (-1 none) */
   int inplace;            /* the output shares in[0]'s buffer (and the gradients theirs) */
   int view;               /* inplace, and no work either way: a TO_NHWC/TO_NCHW between channels-last data */
+  int turned;             /* planning: the layout pass now running gave this node its layout */
   /* Inference plans of folded models (plan_fuse_residual in plan.c): a CONV whose only consumer is a
    * residual ADD (and the ADD's a ReLU) computes them too: y = res_act(conv + bias + res's output). */
   int res;                /* CONV: the add's other input (-1 none) */

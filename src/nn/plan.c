@@ -136,19 +136,67 @@ void im__nn_set_batch(im_nn_model_t *m, int64_t n) {
   m->cur_n = n;
 }
 
-/* Layouts. On a backend whose kernels take blocked activations (im_backend_blocked_ok), a 4-D
+/* Layouts: three passes of one mechanism (spread_layout). A pass turns the nodes its rule picks
+ * from one layout to another; a turned node goes back wherever one of its consumers does not take
+ * the new layout, and around an op that keeps its layout (its inputs and its output alike) the turned
+ * ones go back unless all of them have it. IMOPS_LAYOUT=plain keeps everything plain,
+ * IMOPS_LAYOUT=blocked takes no channels-last layout (for comparisons). */
+typedef struct {
+  im_layout_t from, to;
+  int (*turns)(const im_nn_model_t *m, int i);        /* node i (in layout from) goes to layout to */
+  int (*takes)(const im_nn_model_t *m, int j, int i); /* node j takes its input i in layout to */
+  int (*keeps)(im__nn_op_t op);                       /* inputs and output in one layout */
+} layout_pass_t;
+
+static void spread_layout(im_nn_model_t *m, const layout_pass_t *lp) {
+  const int n = (int)m->n_nodes;
+  for (int i = 0; i < n; i++) {
+    im__nn_node_t *nd = &m->nodes[i];
+    nd->turned = nd->layout == lp->from && lp->turns(m, i);
+    if (nd->turned) nd->layout = lp->to;
+  }
+  int changed = 0;
+#define BACK(i) \
+  (m->nodes[i].turned && m->nodes[i].layout == lp->to ? (m->nodes[i].layout = lp->from, changed = 1) : 0)
+  for (int j = 0; j < n; j++) /* every consumer must take it */
+    for (int k = 0; k < m->nodes[j].n_in; k++)
+      if (!lp->takes(m, j, m->nodes[j].in[k])) BACK(m->nodes[j].in[k]);
+  do { /* layout-keeping ops: inputs and output alike */
+    changed = 0;
+    for (int j = 0; j < n; j++) {
+      const im__nn_node_t *nd = &m->nodes[j];
+      if (!lp->keeps(nd->op)) continue;
+      int all = nd->layout == lp->to;
+      for (int k = 0; k < nd->n_in; k++) all &= m->nodes[nd->in[k]].layout == lp->to;
+      if (all) continue;
+      BACK(j);
+      for (int k = 0; k < nd->n_in; k++) BACK(nd->in[k]);
+    }
+  } while (changed);
+#undef BACK
+}
+
+/* Blocked. On a backend whose kernels take blocked activations (im_backend_blocked_ok), a 4-D
  * activation with a multiple of 16 channels stays in the blocked layout (nChw16c) wherever it
  * flows only between ops with blocked kernels, so that oneDNN's convolutions read and write it
  * without layout reorders around each of them (they were 13-16% of a training step of resnet18
  * and surfacenet). Batch norm, ReLU, max pooling and residual adds keep their input's layout,
  * so a chain is blocked as a whole or not at all; a convolution may change the layout, and
- * global average pooling takes either. IMOPS_LAYOUT=plain keeps everything plain, IMOPS_LAYOUT=blocked
- * takes no channels-last layout (for comparisons). */
+ * global average pooling takes either. */
 static int blocked_producer(im__nn_op_t op) {
   return op == IM__NN_CONV || op == IM__NN_BN || op == IM__NN_RELU || op == IM__NN_MAXPOOL || op == IM__NN_ADD;
 }
-static int blocked_consumer(im__nn_op_t op) { return blocked_producer(op) || op == IM__NN_GAP; }
-static int keeps_layout(im__nn_op_t op) { return blocked_producer(op) && op != IM__NN_CONV; }
+static int blocked_turns(const im_nn_model_t *m, int i) {
+  const im__nn_node_t *nd = &m->nodes[i];
+  return blocked_producer(nd->op) && nd->ndim == 4 && nd->shape[1] % 16 == 0;
+}
+static int blocked_takes(const im_nn_model_t *m, int j, int i) {
+  (void)i;
+  return blocked_producer(m->nodes[j].op) || m->nodes[j].op == IM__NN_GAP;
+}
+static int blocked_keeps(im__nn_op_t op) { return blocked_producer(op) && op != IM__NN_CONV; }
+static const layout_pass_t blocked_pass = {IM_LAYOUT_PLAIN, IM_LAYOUT_NCHW16C, blocked_turns, blocked_takes,
+                                           blocked_keeps};
 
 /* Channels-last. ConvNeXt's blocks turn the depthwise convolution's output to NHWC for the LayerNorm
  * and the Linear layers, and back (TO_NHWC, TO_NCHW): two transposes per block, which cost more
@@ -161,43 +209,18 @@ static int cl_producer(im__nn_op_t op) {
   return op == IM__NN_CONV || op == IM__NN_SCALE || op == IM__NN_ADD || op == IM__NN_DROP_PATH ||
          op == IM__NN_TO_NCHW;
 }
-static int cl_keeps(im__nn_op_t op) { return op == IM__NN_ADD || op == IM__NN_DROP_PATH; }
-static int cl_consumer(const im_nn_model_t *m, int j, int i) {
+static int cl_turns(const im_nn_model_t *m, int i) {
+  const im__nn_node_t *nd = &m->nodes[i];
+  if (!cl_producer(nd->op) || nd->ndim != 4) return 0;
+  return nd->op != IM__NN_TO_NCHW || m->nodes[nd->in[0]].n_cons == 1;
+}
+static int cl_takes(const im_nn_model_t *m, int j, int i) {
   const im__nn_op_t op = m->nodes[j].op;
   if (op == IM__NN_TO_NHWC) return m->nodes[i].n_cons == 1; /* a view only of a sole consumer's data */
   return (cl_producer(op) && op != IM__NN_TO_NCHW) || op == IM__NN_GAP;
 }
-
-static void plan_channels_last(im_nn_model_t *m, int on) {
-  const int n = (int)m->n_nodes;
-  int any = 0;
-  for (int i = 0; i < n; i++) any |= m->nodes[i].op == IM__NN_TO_NHWC;
-  if (!on || !any) return;
-  for (int i = 0; i < n; i++) {
-    im__nn_node_t *nd = &m->nodes[i];
-    if (nd->layout != IM_LAYOUT_PLAIN || !cl_producer(nd->op) || nd->ndim != 4) continue;
-    if (nd->op == IM__NN_TO_NCHW && m->nodes[nd->in[0]].n_cons != 1) continue;
-    nd->layout = IM_LAYOUT_NHWC;
-  }
-  for (int j = 0; j < n; j++) /* every consumer must take it */
-    for (int k = 0; k < m->nodes[j].n_in; k++) {
-      im__nn_node_t *p = &m->nodes[m->nodes[j].in[k]];
-      if (p->layout == IM_LAYOUT_NHWC && !cl_consumer(m, j, m->nodes[j].in[k])) p->layout = IM_LAYOUT_PLAIN;
-    }
-  for (int changed = 1; changed;) { /* adds and drop-path: inputs and output alike */
-    changed = 0;
-    for (int j = 0; j < n; j++) {
-      im__nn_node_t *nd = &m->nodes[j];
-      if (!cl_keeps(nd->op)) continue;
-      int all = nd->layout == IM_LAYOUT_NHWC;
-      for (int k = 0; k < nd->n_in; k++) all &= m->nodes[nd->in[k]].layout == IM_LAYOUT_NHWC;
-      if (all) continue;
-      if (nd->layout == IM_LAYOUT_NHWC) nd->layout = IM_LAYOUT_PLAIN, changed = 1;
-      for (int k = 0; k < nd->n_in; k++)
-        if (m->nodes[nd->in[k]].layout == IM_LAYOUT_NHWC) m->nodes[nd->in[k]].layout = IM_LAYOUT_PLAIN, changed = 1;
-    }
-  }
-}
+static int cl_keeps(im__nn_op_t op) { return op == IM__NN_ADD || op == IM__NN_DROP_PATH; }
+static const layout_pass_t cl_pass = {IM_LAYOUT_PLAIN, IM_LAYOUT_NHWC, cl_turns, cl_takes, cl_keeps};
 
 /* Small outputs at batch 1. oneDNN's channels-last kernels (brgconv) beat its blocked direct ones on
  * convolutions with outputs of 7x7 or less at batch 1: resnet18@224's last stage took 0.65-0.73
@@ -206,67 +229,30 @@ static void plan_channels_last(im_nn_model_t *m, int on) {
  * convolutions and the adds and ReLUs that keep their layout go channels-last, where every consumer
  * takes it (convolutions, adds, ReLUs, global average pooling). */
 static int small_cl_op(im__nn_op_t op) { return op == IM__NN_CONV || op == IM__NN_ADD || op == IM__NN_RELU; }
-static int small_cl_consumer(im__nn_op_t op) { return small_cl_op(op) || op == IM__NN_GAP; }
-
-static void plan_small_channels_last(im_nn_model_t *m) {
-  const int n = (int)m->n_nodes;
-  unsigned char *mine = im_calloc((size_t)n, 1); /* the nodes this pass turned (and may turn back) */
-  if (!mine) return;                             /* an optimization: without memory, none */
-  for (int i = 0; i < n; i++) {
-    im__nn_node_t *nd = &m->nodes[i];
-    if (nd->layout == IM_LAYOUT_NCHW16C && small_cl_op(nd->op) && nd->shape[2] * nd->shape[3] <= 49)
-      nd->layout = IM_LAYOUT_NHWC, mine[i] = 1;
-  }
-#define BACK(i) (mine[i] && m->nodes[i].layout == IM_LAYOUT_NHWC ? (m->nodes[i].layout = IM_LAYOUT_NCHW16C, changed = 1) : 0)
-  for (int changed = 1; changed;) {
-    changed = 0;
-    for (int j = 0; j < n; j++) {
-      im__nn_node_t *nd = &m->nodes[j];
-      for (int k = 0; k < nd->n_in; k++) /* every consumer must take it */
-        if (!small_cl_consumer(nd->op)) BACK(nd->in[k]);
-      if (!mine[j] || (nd->op != IM__NN_ADD && nd->op != IM__NN_RELU)) continue;
-      int all = nd->layout == IM_LAYOUT_NHWC; /* adds and ReLUs: inputs and output alike */
-      for (int k = 0; k < nd->n_in; k++) all &= m->nodes[nd->in[k]].layout == IM_LAYOUT_NHWC;
-      if (all) continue;
-      BACK(j);
-      for (int k = 0; k < nd->n_in; k++) BACK(nd->in[k]);
-    }
-  }
-#undef BACK
-  im_free(mine);
+static int small_cl_turns(const im_nn_model_t *m, int i) {
+  const im__nn_node_t *nd = &m->nodes[i];
+  return small_cl_op(nd->op) && nd->shape[2] * nd->shape[3] <= 49;
 }
+static int small_cl_takes(const im_nn_model_t *m, int j, int i) {
+  (void)i;
+  return small_cl_op(m->nodes[j].op) || m->nodes[j].op == IM__NN_GAP;
+}
+static int small_cl_keeps(im__nn_op_t op) { return op == IM__NN_ADD || op == IM__NN_RELU; }
+static const layout_pass_t small_cl_pass = {IM_LAYOUT_NCHW16C, IM_LAYOUT_NHWC, small_cl_turns, small_cl_takes,
+                                            small_cl_keeps};
 
 static void plan_layouts(im_nn_model_t *m) {
   const int n = (int)m->n_nodes;
   const char *env = getenv("IMOPS_LAYOUT");
   const int on = im_backend_blocked_ok(m->be) && !(env && !strcmp(env, "plain"));
-  for (int i = 0; i < n; i++) {
-    im__nn_node_t *nd = &m->nodes[i];
-    nd->layout = on && blocked_producer(nd->op) && nd->ndim == 4 && nd->shape[1] % 16 == 0 ? IM_LAYOUT_NCHW16C
-                                                                                             : IM_LAYOUT_PLAIN;
-  }
-  for (int j = 0; j < n; j++) /* every consumer must take the blocked layout */
-    for (int k = 0; k < m->nodes[j].n_in; k++)
-      if (!blocked_consumer(m->nodes[j].op)) m->nodes[m->nodes[j].in[k]].layout = IM_LAYOUT_PLAIN;
-  for (int changed = 1; changed;) { /* layout-keeping ops: inputs and output alike (plain wins) */
-    changed = 0;
-    for (int j = 0; j < n; j++) {
-      im__nn_node_t *nd = &m->nodes[j];
-      if (!keeps_layout(nd->op)) continue;
-      int plain = nd->layout == IM_LAYOUT_PLAIN;
-      for (int k = 0; k < nd->n_in; k++) plain |= m->nodes[nd->in[k]].layout == IM_LAYOUT_PLAIN;
-      if (!plain) continue;
-      if (nd->layout != IM_LAYOUT_PLAIN) changed = 1;
-      nd->layout = IM_LAYOUT_PLAIN;
-      for (int k = 0; k < nd->n_in; k++) {
-        if (m->nodes[nd->in[k]].layout != IM_LAYOUT_PLAIN) changed = 1;
-        m->nodes[nd->in[k]].layout = IM_LAYOUT_PLAIN;
-      }
-    }
-  }
-  const int cl = on && !(env && !strcmp(env, "blocked")); /* IMOPS_LAYOUT=blocked: no channels-last */
-  plan_channels_last(m, cl);
-  if (cl && m->folded && !m->plan_training && m->plan_batch == 1) plan_small_channels_last(m);
+  for (int i = 0; i < n; i++) m->nodes[i].layout = IM_LAYOUT_PLAIN;
+  if (!on) return;
+  spread_layout(m, &blocked_pass);
+  if (env && !strcmp(env, "blocked")) return;
+  int transposes = 0;
+  for (int i = 0; i < n; i++) transposes |= m->nodes[i].op == IM__NN_TO_NHWC;
+  if (transposes) spread_layout(m, &cl_pass);
+  if (m->folded && !m->plan_training && m->plan_batch == 1) spread_layout(m, &small_cl_pass);
 }
 
 /* A transpose that the channels-last layout made a view. */
