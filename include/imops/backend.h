@@ -112,6 +112,13 @@ IM_NODISCARD im_status_t im_backend_cpu_new(im_backend_t **out);
 void im_backend_free(im_backend_t *b);
 /** "ref", "cpu", ...; static storage. */
 const char *im_backend_name(const im_backend_t *b);
+/** The number of threads b's kernels run on (1 for the reference backend). */
+int im_backend_num_threads(const im_backend_t *b);
+/** A new backend of b's kind whose kernels run on nthreads threads, for callers that run
+ * independent streams of work side by side, one handle per thread (the batch lanes of
+ * im_nn_plan). IM_ERR_UNSUPPORTED for kinds without a thread count (ref). Free with
+ * im_backend_free. */
+IM_NODISCARD im_status_t im_backend_new_like(const im_backend_t *b, int nthreads, im_backend_t **out);
 /** 1 if op can run on b (natively or through the reference fallback). */
 int im_backend_supports(const im_backend_t *b, im_op_t op);
 /** 1 if b's kernels take blocked-layout and channels-last activations (see the conventions above). */

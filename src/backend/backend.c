@@ -48,6 +48,19 @@ void im_backend_free(im_backend_t *b) {
 
 const char *im_backend_name(const im_backend_t *b) { return b->iface->name; }
 
+int im_backend_num_threads(const im_backend_t *b) { return b->iface->num_threads ? b->iface->num_threads(b) : 1; }
+
+im_status_t im_backend_new_like(const im_backend_t *b, int nthreads, im_backend_t **out) {
+  if (!out) return im_error(IM_ERR_ARG, "im_backend_new_like: no output pointer");
+  *out = NULL;
+  if (!b) return im_error(IM_ERR_ARG, "im_backend_new_like: no backend");
+  if (nthreads < 1 || nthreads > 1024)
+    return im_error(IM_ERR_ARG, "im_backend_new_like: %d threads is out of range [1, 1024]", nthreads);
+  if (!b->iface->new_like)
+    return im_error(IM_ERR_UNSUPPORTED, "im_backend_new_like: the %s backend has no thread count", b->iface->name);
+  return b->iface->new_like(b, nthreads, out);
+}
+
 static int has_member(const im_backend_i *i, im_op_t op) {
   switch (op) {
     case IM_OP_CONV2D_FORWARD: return i->conv2d_forward != NULL;

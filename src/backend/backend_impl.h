@@ -159,6 +159,12 @@ struct im_backend_i {
   /** im_op_conv2d_forward_fused_add: act(conv2d_forward + residual); y is residual or does not overlap it. */
   im_status_t (*conv2d_forward_fused_add)(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
                                           im__ct *bias, im__ct *residual, im_act_t act, im__t *y);
+
+  /* ---- threads: optional (default: one thread, and no siblings) ---- */
+  /** The number of threads b's kernels run on. */
+  int (*num_threads)(const im_backend_t *b);
+  /** A new backend of b's kind whose kernels run on nthreads threads (im_backend_new_like). */
+  im_status_t (*new_like)(const im_backend_t *b, int nthreads, im_backend_t **out);
 };
 
 /** Wraps iface and ctx in a new handle (for backends' constructors). Fails with

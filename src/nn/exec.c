@@ -27,6 +27,13 @@ im_status_t im_nn_forward(im_nn_model_t *m, const im_tensor_t *x, int training, 
   m->phase = IM__NN_PHASE_IDLE;
   m->have_logits = 0;
   im__nn_set_batch(m, x->shape[0]);
+  if (m->lanes && !training) {
+    im_tensor_t y;
+    if ((st = im__nn_lanes_forward(m, x, &y)) != IM_OK) return st;
+    m->have_logits = 1;
+    if (logits) *logits = y;
+    return IM_OK;
+  }
   im__nn_node_t *in = &m->nodes[0];
   if ((st = im_backend_tensor_set(m->be, &in->out, x->data, im_tensor_nbytes(x))) != IM_OK) return st;
   for (size_t i = 1; i < m->n_nodes; i++) {

@@ -92,6 +92,8 @@ typedef struct {
   int aux_batched[2];     /* aux tensors whose dim 0 is the batch */
 } im__nn_node_t;
 
+typedef struct im__nn_lanes im__nn_lanes_t;
+
 struct im_nn_model {
   char *arch;
   im_nn_model_opts_t opts; /* resolved */
@@ -119,6 +121,8 @@ struct im_nn_model {
   int phase;                /* IM__NN_PHASE_* */
   double *node_s;           /* when set (im__nn_time_nodes): forward adds each node's seconds here */
   int folded;               /* im_nn_model_fold's output: inference only */
+  int is_lane;              /* a batch lane of a folded model (lanes.c): nodes owned, entries borrowed */
+  im__nn_lanes_t *lanes;    /* a folded batch plan's lanes (lanes.c), or NULL */
 };
 
 enum {
@@ -126,6 +130,17 @@ enum {
   IM__NN_PHASE_FORWARD = 1, /* after a training forward */
   IM__NN_PHASE_LOSS = 2,    /* after a training forward and its loss: the logits' gradient is set */
 };
+
+/* ---- batch lanes (lanes.c) ---- */
+/** After a successful plan: a folded model's batch plan gets its lanes where they pay (or
+ * IMOPS_BATCH_LANES says so); otherwise none. Adds the lanes' plan bytes to the model's. */
+im_status_t im__nn_lanes_plan(im_nn_model_t *m);
+void im__nn_lanes_free(im_nn_model_t *m);
+/** The forward of x (checked, n <= the plan's batch, the batch already set) through the lanes:
+ * *logits views the model's logits. */
+im_status_t im__nn_lanes_forward(im_nn_model_t *m, const im_tensor_t *x, im_tensor_t *logits);
+/** The number of lanes of m's plan (0: it runs as one batch). For tests and benchmarks. */
+int im__nn_lanes_count(const im_nn_model_t *m);
 
 /** Folded models: every state entry gets a fresh stamp (im_tensor_t.stamp), as their weights are
  * constant until the next im_nn_state_load, which calls this again; other models: stamps 0. */

@@ -106,6 +106,7 @@ static size_t place(pbufs_t *p) {
 }
 
 void im__nn_plan_free(im_nn_model_t *m) {
+  im__nn_lanes_free(m);
   im_arena_free(m->arena);
   m->arena = NULL;
   m->planned = 0;
@@ -488,6 +489,10 @@ im_status_t im_nn_plan(im_nn_model_t *m, im_backend_t *b, int64_t batch_size, in
   m->plan_bytes_unshared = unshared;
   m->planned = 1;
   im_free(pb.b);
+  if ((st = im__nn_lanes_plan(m)) != IM_OK) {
+    im__nn_plan_free(m);
+    return st;
+  }
   return IM_OK;
 fail:
   im_free(pb.b);

@@ -5,7 +5,7 @@
  * apart, folded models (batch norm folded, ReLU fused, layer_scale folded)
  * against the unfolded eval-mode forward on both backends, ResNet's residual
  * adds fused by the planner against the unfused plan, what a folded model
- * refuses, and that its inference allocates nothing once planned. */
+ * refuses, that its inference allocates nothing once planned, and batch lanes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -480,8 +480,127 @@ static void test_small_channels_last(void **state) {
   im_backend_free(cpu);
 }
 
+/* Batch lanes (lanes.c): where a folded batch plan takes them (every convolution's output 14x14 or
+ * more, a batch of at least two per thread; IMOPS_BATCH_LANES=off/on), that an image's logits through
+ * the lanes are those of a single-image plan on one thread, bit for bit, whatever batch it came in,
+ * that they equal the batch plan's up to rounding, that the loss of such a forward is the batch
+ * plan's, and that a forward through them allocates nothing. */
+static void lanes_plan(im_nn_model_t *f, im_backend_t *be, const char *mode, int64_t batch, int64_t hw) {
+  if (mode) setenv("IMOPS_BATCH_LANES", mode, 1);
+  OK(im_nn_plan(f, be, batch, hw, hw, 0));
+  unsetenv("IMOPS_BATCH_LANES");
+}
+
+static void test_batch_lanes(void **state) {
+  (void)state;
+  const char *old = getenv("IMOPS_NUM_THREADS");
+  char *saved = old ? strdup(old) : NULL;
+  setenv("IMOPS_NUM_THREADS", "2", 1);
+  im_backend_t *cpu, *one;
+  OK(im_backend_cpu_new(&cpu));
+  if (saved) setenv("IMOPS_NUM_THREADS", saved, 1);
+  else unsetenv("IMOPS_NUM_THREADS");
+  free(saved);
+  assert_int_equal(im_backend_num_threads(cpu), 2);
+  OK(im_backend_new_like(cpu, 1, &one));
+  assert_int_equal(im_backend_num_threads(one), 1);
+  im_backend_t *ref;
+  OK(im_backend_ref_new(&ref));
+  assert_int_equal(im_backend_num_threads(ref), 1);
+  im_backend_t *none = NULL;
+  assert_int_equal(im_backend_new_like(ref, 2, &none), IM_ERR_UNSUPPORTED);
+  assert_null(none);
+  assert_int_equal(im_backend_new_like(cpu, 0, &none), IM_ERR_ARG);
+
+  im_nn_model_t *m = NULL, *f = NULL, *r = NULL, *rf = NULL;
+  OK(im_nn_model_new("surfacenet", &(im_nn_model_opts_t){.seed = 8, .width = 0.25f}, &m));
+  randomize_state(m);
+  OK(im_nn_model_fold(m, &f));
+  OK(im_nn_model_new("resnet18", &(im_nn_model_opts_t){.seed = 9, .width = 0.25f}, &r));
+  OK(im_nn_model_fold(r, &rf));
+  enum { B = 8, HW = 112 };
+  const int k = im_nn_model_num_classes(f);
+  im_tensor_t x, y0, y1, y5, l1;
+  OK(im_tensor_alloc(&x, IM_F32, 4, (int64_t[]){B, 3, HW, HW}));
+  OK(im_tensor_alloc(&y0, IM_F32, 2, (int64_t[]){B, k}));
+  OK(im_tensor_alloc(&y1, IM_F32, 2, (int64_t[]){B, k}));
+  OK(im_tensor_alloc(&y5, IM_F32, 2, (int64_t[]){5, k}));
+  OK(im_tensor_alloc(&l1, IM_F32, 2, (int64_t[]){1, k}));
+  fill(&x, 23, -2, 2);
+  const int32_t labels[B] = {0, 1, 1, 0, 1, 0, 0, 1};
+
+  /* Where lanes go. */
+  lanes_plan(m, cpu, "on", B, HW); /* not folded: never */
+  assert_int_equal(im__nn_lanes_count(m), 0);
+  lanes_plan(f, cpu, NULL, B, HW);
+  assert_int_equal(im__nn_lanes_count(f), 2);
+  lanes_plan(f, cpu, NULL, 3, HW); /* fewer than two images a thread */
+  assert_int_equal(im__nn_lanes_count(f), 0);
+  lanes_plan(f, cpu, NULL, B, 64); /* conv3's output is 8x8 */
+  assert_int_equal(im__nn_lanes_count(f), 0);
+  lanes_plan(f, ref, "on", B, HW); /* one thread */
+  assert_int_equal(im__nn_lanes_count(f), 0);
+  lanes_plan(rf, cpu, NULL, B, HW); /* resnet18's last stages are 7x7 and 4x4 */
+  assert_int_equal(im__nn_lanes_count(rf), 0);
+  lanes_plan(rf, cpu, "on", B, 32);
+  assert_int_equal(im__nn_lanes_count(rf), 2);
+
+  /* The batch plan, then the lanes: equal up to rounding, and the same loss. */
+  float loss0, loss1;
+  lanes_plan(f, cpu, "off", B, HW);
+  assert_int_equal(im__nn_lanes_count(f), 0);
+  const size_t bytes0 = im_nn_plan_bytes(f);
+  im_tensor_t lg;
+  OK(im_nn_forward(f, &x, 0, &lg));
+  memcpy(y0.data, lg.data, sizeof(float) * B * (size_t)k);
+  OK(im_nn_loss(f, labels, 0.0f, &loss0));
+  lanes_plan(f, cpu, NULL, B, HW);
+  assert_true(im_nn_plan_bytes(f) > bytes0); /* the lanes' own plans count */
+  OK(im_nn_forward(f, &x, 0, &lg));
+  memcpy(y1.data, lg.data, sizeof(float) * B * (size_t)k);
+  OK(im_nn_loss(f, labels, 0.0f, &loss1));
+  const double d = rel_diff(im_tensor_f32(&y1), im_tensor_f32(&y0), B * k);
+  if (d > 1e-4) fail_msg("lanes against the batch plan: logits differ by %.3g", d);
+  assert_true(fabs((double)loss1 - (double)loss0) <= 1e-5 * (1.0 + fabs((double)loss0)));
+
+  /* Five images through the same lanes: the first five rows again, bit for bit. */
+  im_tensor_t x5;
+  OK(im_tensor_view(&x5, IM_F32, 4, (int64_t[]){5, 3, HW, HW}, x.data));
+  OK(im_nn_predict(f, &x5, &y5, NULL));
+  assert_memory_equal(y5.data, y1.data, sizeof(float) * 5 * (size_t)k);
+  /* Planned once: a further batch allocates nothing (the lanes' threads wait between batches). */
+  const int64_t live = im_alloc_live_bytes();
+  im_alloc_fail_after(1);
+  OK(im_nn_predict(f, &x, &y0, NULL));
+  im_alloc_fail_after(0);
+  assert_int_equal(im_alloc_live_bytes(), live);
+  assert_memory_equal(y0.data, y1.data, sizeof(float) * B * (size_t)k);
+
+  /* Each image alone, planned for one image on one thread: its row of the lanes' logits, bit for bit,
+   * and rows differ (images are not mixed up). */
+  OK(im_nn_plan(f, one, 1, HW, HW, 0));
+  const size_t per = 3 * (size_t)HW * HW;
+  for (int i = 0; i < B; i++) {
+    im_tensor_t xi;
+    OK(im_tensor_view(&xi, IM_F32, 4, (int64_t[]){1, 3, HW, HW}, im_tensor_f32(&x) + (size_t)i * per));
+    OK(im_nn_predict(f, &xi, &l1, NULL));
+    assert_memory_equal(l1.data, im_tensor_f32(&y1) + (size_t)i * (size_t)k, sizeof(float) * (size_t)k);
+    if (i > 0) assert_memory_not_equal(im_tensor_f32(&y1) + (size_t)i * (size_t)k, y1.data, sizeof(float) * (size_t)k);
+  }
+
+  im_nn_model_free(m);
+  im_nn_model_free(f);
+  im_nn_model_free(r);
+  im_nn_model_free(rf);
+  im_tensor_free(&x), im_tensor_free(&y0), im_tensor_free(&y1), im_tensor_free(&y5), im_tensor_free(&l1);
+  im_backend_free(cpu);
+  im_backend_free(one);
+  im_backend_free(ref);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_batch_lanes),
       cmocka_unit_test(test_small_channels_last),
       cmocka_unit_test(test_fused_op),
       cmocka_unit_test(test_fused_add_op),

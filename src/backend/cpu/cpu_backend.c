@@ -447,6 +447,9 @@ void im__cpu_profile(im_backend_t *b, int on, double *reorder_s, double *total_s
 
 size_t im__cpu_workspace_bytes(const im_backend_t *b) { return ((const cpu_ctx_t *)b->ctx)->ws_cap; }
 
+static int cpu_num_threads(const im_backend_t *b) { return ((const cpu_ctx_t *)b->ctx)->nthreads; }
+static im_status_t cpu_new_like(const im_backend_t *b, int nthreads, im_backend_t **out);
+
 static const im_backend_i cpu_iface = {
     .version = IM_BACKEND_IFACE_VERSION,
     .name = "cpu",
@@ -485,15 +488,15 @@ static const im_backend_i cpu_iface = {
     .batchnorm_forward_train_fused = im__cpu_batchnorm_forward_train_fused,
     .batchnorm_backward_fused = im__cpu_batchnorm_backward_fused,
     .conv2d_forward_fused_add = im__cpu_conv2d_forward_fused_add,
+    .num_threads = cpu_num_threads,
+    .new_like = cpu_new_like,
 };
 
-im_status_t im_backend_cpu_new(im_backend_t **out) {
-  if (!out) return im_error(IM_ERR_ARG, "backend_cpu_new: no output pointer");
+static im_status_t cpu_new(int nthreads, im_backend_t **out) {
   *out = NULL;
   cpu_ctx_t *c = im_calloc(1, sizeof *c);
   if (!c) return im_error(IM_ERR_NOMEM, "cpu backend: out of memory");
-  c->nthreads = im_num_threads();
-  if (c->nthreads < 1) c->nthreads = 1;
+  c->nthreads = nthreads < 1 ? 1 : nthreads;
   dnnl_status_t s = dnnl_engine_create(&c->engine, dnnl_cpu, 0);
   if (s == dnnl_success) s = dnnl_stream_create(&c->stream, c->engine, dnnl_stream_default_flags);
   im_status_t st = s == dnnl_success ? IM_OK : im__cpu_dnnl_error(s, "engine and stream creation");
@@ -504,4 +507,14 @@ im_status_t im_backend_cpu_new(im_backend_t **out) {
     *out = NULL;
   }
   return st;
+}
+
+im_status_t im_backend_cpu_new(im_backend_t **out) {
+  if (!out) return im_error(IM_ERR_ARG, "backend_cpu_new: no output pointer");
+  return cpu_new(im_num_threads(), out);
+}
+
+static im_status_t cpu_new_like(const im_backend_t *b, int nthreads, im_backend_t **out) {
+  (void)b;
+  return cpu_new(nthreads, out);
 }
