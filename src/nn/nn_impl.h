@@ -141,6 +141,8 @@ void im__nn_lanes_free(im_nn_model_t *m);
 im_status_t im__nn_lanes_forward(im_nn_model_t *m, const im_tensor_t *x, im_tensor_t *logits);
 /** The number of lanes of m's plan (0: it runs as one batch). For tests and benchmarks. */
 int im__nn_lanes_count(const im_nn_model_t *m);
+/** The images each lane's plan takes (0 without lanes). */
+int64_t im__nn_lanes_batch(const im_nn_model_t *m);
 
 /** Folded models: every state entry gets a fresh stamp (im_tensor_t.stamp), as their weights are
  * constant until the next im_nn_state_load, which calls this again; other models: stamps 0. */

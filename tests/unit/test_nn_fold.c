@@ -534,6 +534,7 @@ static void test_batch_lanes(void **state) {
   assert_int_equal(im__nn_lanes_count(m), 0);
   lanes_plan(f, cpu, NULL, B, HW);
   assert_int_equal(im__nn_lanes_count(f), 2);
+  assert_int_equal(im__nn_lanes_batch(f), 1);
   lanes_plan(f, cpu, NULL, 3, HW); /* fewer than two images a thread */
   assert_int_equal(im__nn_lanes_count(f), 0);
   lanes_plan(f, cpu, NULL, B, 64); /* conv3's output is 8x8 */
@@ -542,8 +543,31 @@ static void test_batch_lanes(void **state) {
   assert_int_equal(im__nn_lanes_count(f), 0);
   lanes_plan(rf, cpu, NULL, B, HW); /* resnet18's last stages are 7x7 and 4x4 */
   assert_int_equal(im__nn_lanes_count(rf), 0);
-  lanes_plan(rf, cpu, "on", B, 32);
-  assert_int_equal(im__nn_lanes_count(rf), 2);
+  /* Forced on a network whose lanes would not pay: each lane takes half the batch at a time. */
+  {
+    im_tensor_t xr, r0, r1;
+    OK(im_tensor_alloc(&xr, IM_F32, 4, (int64_t[]){B, 3, 32, 32}));
+    OK(im_tensor_alloc(&r0, IM_F32, 2, (int64_t[]){B, k}));
+    OK(im_tensor_alloc(&r1, IM_F32, 2, (int64_t[]){B, k}));
+    fill(&xr, 24, -2, 2);
+    lanes_plan(rf, cpu, "off", B, 32);
+    OK(im_nn_predict(rf, &xr, &r0, NULL));
+    lanes_plan(rf, cpu, "on", B, 32);
+    assert_int_equal(im__nn_lanes_count(rf), 2);
+    assert_int_equal(im__nn_lanes_batch(rf), B / 2);
+    OK(im_nn_predict(rf, &xr, &r1, NULL));
+    double dr = rel_diff(im_tensor_f32(&r1), im_tensor_f32(&r0), B * k);
+    if (dr > 1e-4) fail_msg("resnet18 through lanes of %d images: logits differ by %.3g", B / 2, dr);
+    for (int64_t n = 1; n <= 3; n++) { /* partial batches: chunks of ceil(n / 2) */
+      im_tensor_t xv, yv;
+      OK(im_tensor_view(&xv, IM_F32, 4, (int64_t[]){n, 3, 32, 32}, xr.data));
+      OK(im_tensor_view(&yv, IM_F32, 2, (int64_t[]){n, k}, r1.data));
+      OK(im_nn_predict(rf, &xv, &yv, NULL));
+      dr = rel_diff(im_tensor_f32(&r1), im_tensor_f32(&r0), n * k);
+      if (dr > 1e-4) fail_msg("resnet18 lanes, %lld images: logits differ by %.3g", (long long)n, dr);
+    }
+    im_tensor_free(&xr), im_tensor_free(&r0), im_tensor_free(&r1);
+  }
 
   /* The batch plan, then the lanes: equal up to rounding, and the same loss. */
   float loss0, loss1;

@@ -10,6 +10,7 @@
  * leave in the blocked layout itself (IM_LAYOUT_NCHW16C, which the nn planner
  * keeps across conv/BN/ReLU/pool chains): then those reorders disappear. */
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -64,10 +65,12 @@ static void conv_mds(const im_conv2d_params_t *p, const int64_t *xs, const int64
  * on shapes and the thread count only, so runs stay reproducible. IMOPS_CONV_ALGO=direct turns
  * it off (for comparisons). */
 static dnnl_alg_kind_t conv_alg(const im_conv2d_params_t *p, int64_t in_channels) {
-  static int direct = -1;
+  static atomic_int direct_ = -1; /* batch lanes build their plans on threads of their own */
+  int direct = atomic_load_explicit(&direct_, memory_order_relaxed);
   if (direct < 0) {
     const char *e = getenv("IMOPS_CONV_ALGO");
     direct = e && !strcmp(e, "direct");
+    atomic_store_explicit(&direct_, direct, memory_order_relaxed);
   }
   if (direct || p->groups != 1 || in_channels < 16) return dnnl_convolution_direct;
   return dnnl_convolution_auto;
