@@ -8,7 +8,10 @@
  *   bench_infer --arch resnet18 --size 224 [--batch 64] [--reps 100] [--batch-reps 5] [--onnx F] [--nodes]
  *
  * --nodes also prints, on stderr, each node's median time at batch 1 and at the batch size (over
- * --reps and --batch-reps forwards): where a forward spends its time, layer by layer.
+ * --reps and --batch-reps forwards): where a forward spends its time, layer by layer. A batch
+ * that runs as batch lanes (src/nn/lanes.c) shows lane 0's times: about 1/lanes of the images.
+ * "lanes" in the JSON: their number (0: one batch); the profiled shares then cover only the
+ * steps outside the lanes.
  *
  * Prints one JSON object on stdout. Weights are freshly initialized (with
  * non-trivial batch-norm statistics); speed does not depend on their values. */
@@ -30,6 +33,7 @@ void im__cpu_profile(im_backend_t *b, int on, double *reorder_s, double *total_s
 void im__nn_time_nodes(im_nn_model_t *m, double *acc);
 size_t im__nn_node_count(const im_nn_model_t *m);
 const char *im__nn_node_op(const im_nn_model_t *m, size_t i);
+int im__nn_lanes_count(const im_nn_model_t *m);
 
 static int cmp_double(const void *a, const void *b) {
   const double x = *(const double *)a, y = *(const double *)b;
@@ -157,10 +161,10 @@ int main(int argc, char **argv) {
   const double fwd_s = im_time_now() - t0;
   im__cpu_profile(be, 0, &reorder_s, &plans_s);
   printf("{\"runner\": \"imops\", \"arch\": \"%s\", \"size\": %d, \"threads\": %d, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "
-         "\"batch\": %d, \"img_s\": %.2f, \"plan_bytes\": %zu, \"reorder_share\": %.3f, \"onednn_share\": %.3f}\n",
+         "\"batch\": %d, \"img_s\": %.2f, \"plan_bytes\": %zu, \"reorder_share\": %.3f, \"onednn_share\": %.3f, \"lanes\": %d}\n",
          arch, size, im_num_threads(), pct(lat, reps, 0.5), pct(lat, reps, 0.99), batch,
          pct(tp, batch_reps, 0.5), im_nn_plan_bytes(f), fwd_s > 0 ? reorder_s / fwd_s : 0.0,
-         fwd_s > 0 ? plans_s / fwd_s : 0.0);
+         fwd_s > 0 ? plans_s / fwd_s : 0.0, im__nn_lanes_count(f));
   free(lat);
   free(tp);
   im_tensor_free(&x);

@@ -5,9 +5,13 @@
 # and at its defaults), single-image latency p50/p99 and batch-64 throughput, per
 # architecture at its usual size, all in one run, printed side by side with ratios.
 #
-# Usage: bench/infer/run.sh [BUILD_DIR]   (env: REPS, BATCH_REPS, ARCHS="surfacenet:112 ...")
-# Each figure is the median of REPS single-image runs (p99 beside it) and of
-# BATCH_REPS batch runs, after warm-up; the runners take turns per architecture.
+# Usage: bench/infer/run.sh [BUILD_DIR]   (env: REPS, BATCH_REPS, ROUNDS, ARCHS="surfacenet:112 ...")
+# Within a round each figure is the median of REPS single-image runs (p99 beside
+# it) and of BATCH_REPS batch runs, after warm-up; the runners take turns per
+# architecture. The whole race runs ROUNDS times (default 3): the tables show
+# each runner's median over the rounds, and each ratio is the median of the
+# rounds' own ratios (runners measured minutes apart on this shared VM see
+# different speeds; within a round they ran seconds apart).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -18,55 +22,78 @@ py=${PYTHON:-$root/.venv/bin/python}
 ARCHS=${ARCHS:-"surfacenet:112 resnet18:224 convnext-atto:112 convnext-atto:224"}
 REPS=${REPS:-40}
 BATCH_REPS=${BATCH_REPS:-3}
+ROUNDS=${ROUNDS:-3}
 export IMOPS_NUM_THREADS=2 OMP_NUM_THREADS=2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tuned_env=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=268435456)
 results=$tmp/results.jsonl
+for round in $(seq 1 "$ROUNDS"); do
 for spec in $ARCHS; do
   arch=${spec%%:*}
   size=${spec##*:}
   # Fewer repetitions for the big models at 224.
   reps=$REPS
   [ "$size" -ge 224 ] && reps=$((REPS / 3 > 10 ? REPS / 3 : 10))
-  echo "== $arch @ $size ($reps single-image runs, $BATCH_REPS batches of 64 each)" >&2
+  echo "== round $round/$ROUNDS: $arch @ $size ($reps single-image runs, $BATCH_REPS batches of 64 each)" >&2
   common=(--arch "$arch" --size "$size" --reps "$reps" --batch-reps "$BATCH_REPS")
   # Each runner's JSON line goes to the results and, as progress, to stderr.
-  "$build/bench_infer" "${common[@]}" --onnx "$tmp/$arch-$size.onnx" | tee -a "$results" >&2
-  "$py" "$here/peers.py" ort "${common[@]}" --onnx "$tmp/$arch-$size.onnx" | tee -a "$results" >&2
-  env "${tuned_env[@]}" "$py" "$here/peers.py" torch "${common[@]}" --channels-last | tee -a "$results" >&2
-  "$py" "$here/peers.py" torch "${common[@]}" | tee -a "$results" >&2
+  tag() { sed "s/^{/{\"round\": $round, /"; }
+  "$build/bench_infer" "${common[@]}" --onnx "$tmp/$arch-$size.onnx" | tag | tee -a "$results" >&2
+  "$py" "$here/peers.py" ort "${common[@]}" --onnx "$tmp/$arch-$size.onnx" | tag | tee -a "$results" >&2
+  env "${tuned_env[@]}" "$py" "$here/peers.py" torch "${common[@]}" --channels-last | tag | tee -a "$results" >&2
+  "$py" "$here/peers.py" torch "${common[@]}" | tag | tee -a "$results" >&2
+done
 done
 "$py" - "$results" <<'EOF'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-by = {}
+runs = {}  # (arch, size) -> runner -> [rows, one per round]
 for r in rows:
-    by.setdefault((r["arch"], r["size"]), {})[r["runner"]] = r
+    runs.setdefault((r["arch"], r["size"]), {}).setdefault(r["runner"], []).append(r)
+med = statistics.median
+rounds = max(len(v) for d in runs.values() for v in d.values())
 def f(v, d=2):
     return f"{v:.{d}f}"
+def m(d, runner, key):
+    return med([r[key] for r in d[runner]])
+def ratio(d, key, peers, best):
+    """The median over rounds of imops' figure over the best of peers' in the same round."""
+    out = []
+    for i, r in enumerate(d["imops"]):
+        vals = [d[p][i][key] for p in peers if i < len(d[p])]
+        if vals:
+            out.append(r[key] / best(vals))
+    return med(out)
 print()
+print(f"Medians over {rounds} round(s); a ratio is the median of the rounds' ratios")
 print("Single-image latency, ms: p50 (p99); ratio = imops / peer p50 (< 1: imops faster)")
 print(f"{'model':<20} {'imops':>16} {'ORT':>16} {'torch tuned':>16} {'torch default':>16} {'vs ORT':>7} {'vs torch':>8}")
-for (arch, size), d in by.items():
-    i, o, tt, td = d["imops"], d["ort"], d["torch-tuned"], d["torch-default"]
-    best = min(tt["p50_ms"], td["p50_ms"])
-    cell = lambda r: f"{f(r['p50_ms'])} ({f(r['p99_ms'], 1)})"
-    print(f"{arch + '@' + str(size):<20} {cell(i):>16} {cell(o):>16} {cell(tt):>16} {cell(td):>16} "
-          f"{i['p50_ms'] / o['p50_ms']:>7.2f} {i['p50_ms'] / best:>8.2f}")
+for (arch, size), d in runs.items():
+    cell = lambda k: f"{f(m(d, k, 'p50_ms'))} ({f(m(d, k, 'p99_ms'), 1)})"
+    print(f"{arch + '@' + str(size):<20} {cell('imops'):>16} {cell('ort'):>16} {cell('torch-tuned'):>16} "
+          f"{cell('torch-default'):>16} {ratio(d, 'p50_ms', ['ort'], min):>7.2f} "
+          f"{ratio(d, 'p50_ms', ['torch-tuned', 'torch-default'], min):>8.2f}")
 print()
 print("Batch-64 throughput, img/s (median); ratio = imops / peer (> 1: imops faster)")
 print(f"{'model':<20} {'imops':>10} {'ORT':>10} {'torch tuned':>12} {'torch default':>14} {'vs ORT':>7} {'vs torch':>8}")
-for (arch, size), d in by.items():
-    i, o, tt, td = d["imops"], d["ort"], d["torch-tuned"], d["torch-default"]
-    best = max(tt["img_s"], td["img_s"])
-    print(f"{arch + '@' + str(size):<20} {f(i['img_s'], 1):>10} {f(o['img_s'], 1):>10} {f(tt['img_s'], 1):>12} "
-          f"{f(td['img_s'], 1):>14} {i['img_s'] / o['img_s']:>7.2f} {i['img_s'] / best:>8.2f}")
+for (arch, size), d in runs.items():
+    print(f"{arch + '@' + str(size):<20} {f(m(d, 'imops', 'img_s'), 1):>10} {f(m(d, 'ort', 'img_s'), 1):>10} "
+          f"{f(m(d, 'torch-tuned', 'img_s'), 1):>12} {f(m(d, 'torch-default', 'img_s'), 1):>14} "
+          f"{ratio(d, 'img_s', ['ort'], max):>7.2f} {ratio(d, 'img_s', ['torch-tuned', 'torch-default'], max):>8.2f}")
+print()
+print("Each round's batch-64 ratio to the better PyTorch setting (the spread behind the median)")
+for (arch, size), d in runs.items():
+    per = [r["img_s"] / max(d["torch-tuned"][i]["img_s"], d["torch-default"][i]["img_s"])
+           for i, r in enumerate(d["imops"]) if i < len(d["torch-tuned"]) and i < len(d["torch-default"])]
+    print(f"{arch + '@' + str(size):<20} " + " ".join(f"{x:.2f}" for x in per))
 print()
 print("imops, one profiled batch of 64: share of the forward in oneDNN steps, and in NCHW<->blocked reorders")
-for (arch, size), d in by.items():
-    i = d["imops"]
-    if "reorder_share" in i:
+for (arch, size), d in runs.items():
+    i = d["imops"][-1]
+    if i.get("lanes"):
+        print(f"{arch + '@' + str(size):<20} runs as {i['lanes']} batch lanes, one image at a time each (shares not profiled)")
+    elif "reorder_share" in i:
         print(f"{arch + '@' + str(size):<20} oneDNN {100 * i['onednn_share']:5.1f}%   reorders {100 * i['reorder_share']:5.1f}%")
 vers = {r["runner"]: r.get("version", "") for r in rows}
 print()
