@@ -5,7 +5,10 @@
 # and at its defaults), single-image latency p50/p99 and batch-64 throughput, per
 # architecture at its usual size, all in one run, printed side by side with ratios.
 #
-# Usage: bench/infer/run.sh [BUILD_DIR]   (env: REPS, BATCH_REPS, ROUNDS, ARCHS="surfacenet:112 ...")
+# Usage: bench/infer/run.sh [BUILD_DIR]   (env: REPS, BATCH_REPS, ROUNDS, ARCHS="surfacenet:112:20:200 ...")
+# An ARCHS entry is ARCH:SIZE[:BATCH_REPS[:REPS]]: surfacenet's batch of 64 takes 10-40 ms, so its
+# defaults time 20 batches and 200 single images (3 batches, a few milliseconds of work, were at
+# the mercy of one burst of the VM's neighbours).
 # Within a round each figure is the median of REPS single-image runs (p99 beside
 # it) and of BATCH_REPS batch runs, after warm-up; the runners take turns per
 # architecture. The whole race runs ROUNDS times (default 3): the tables show
@@ -19,7 +22,7 @@ build=${1:-$root/build}
 py=${PYTHON:-$root/.venv/bin/python}
 [ -x "$py" ] || py=/usr/bin/python3
 [ -x "$build/bench_infer" ] || cmake --build "$build" --target bench_infer
-ARCHS=${ARCHS:-"surfacenet:112 resnet18:224 convnext-atto:112 convnext-atto:224"}
+ARCHS=${ARCHS:-"surfacenet:112:20:200 resnet18:224 convnext-atto:112 convnext-atto:224"}
 REPS=${REPS:-40}
 BATCH_REPS=${BATCH_REPS:-3}
 ROUNDS=${ROUNDS:-3}
@@ -30,13 +33,14 @@ tuned_env=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MA
 results=$tmp/results.jsonl
 for round in $(seq 1 "$ROUNDS"); do
 for spec in $ARCHS; do
-  arch=${spec%%:*}
-  size=${spec##*:}
+  IFS=: read -r arch size breps sreps <<< "$spec"
+  breps=${breps:-$BATCH_REPS}
   # Fewer repetitions for the big models at 224.
   reps=$REPS
   [ "$size" -ge 224 ] && reps=$((REPS / 3 > 10 ? REPS / 3 : 10))
-  echo "== round $round/$ROUNDS: $arch @ $size ($reps single-image runs, $BATCH_REPS batches of 64 each)" >&2
-  common=(--arch "$arch" --size "$size" --reps "$reps" --batch-reps "$BATCH_REPS")
+  reps=${sreps:-$reps}
+  echo "== round $round/$ROUNDS: $arch @ $size ($reps single-image runs, $breps batches of 64 each)" >&2
+  common=(--arch "$arch" --size "$size" --reps "$reps" --batch-reps "$breps")
   # Each runner's JSON line goes to the results and, as progress, to stderr.
   tag() { sed "s/^{/{\"round\": $round, /"; }
   "$build/bench_infer" "${common[@]}" --onnx "$tmp/$arch-$size.onnx" | tag | tee -a "$results" >&2

@@ -41,7 +41,7 @@ typedef struct lanes_job lanes_job_t;
 struct im__nn_lanes {
   int n;
   int64_t batch;        /* images a lane's plan takes */
-  im_nn_model_t **lane; /* planned for one image; nodes copied, entries borrowed */
+  im_nn_model_t **lane; /* planned for batch images; nodes copied, entries borrowed */
   im_backend_t **be;    /* one single-threaded backend each */
   pthread_t *tid;
   struct lane_arg *args; /* the threads' arguments */
