@@ -8,7 +8,7 @@
 # Usage: bench/infer/run.sh [BUILD_DIR]   (env: REPS, BATCH_REPS, ROUNDS, ARCHS="surfacenet:112:20:200 ...")
 # An ARCHS entry is ARCH:SIZE[:BATCH_REPS[:REPS]]: surfacenet's batch of 64 takes 10-40 ms, so its
 # defaults time 20 batches and 200 single images (3 batches, a few milliseconds of work, were at
-# the mercy of one burst of the VM's neighbours).
+# the mercy of one burst of the VM's neighbours), resnet18's 40 single images (0.4 s of imops).
 # Within a round each figure is the median of REPS single-image runs (p99 beside
 # it) and of BATCH_REPS batch runs, after warm-up; the runners take turns per
 # architecture. The whole race runs ROUNDS times (default 3): the tables show
@@ -22,7 +22,7 @@ build=${1:-$root/build}
 py=${PYTHON:-$root/.venv/bin/python}
 [ -x "$py" ] || py=/usr/bin/python3
 [ -x "$build/bench_infer" ] || cmake --build "$build" --target bench_infer
-ARCHS=${ARCHS:-"surfacenet:112:20:200 resnet18:224 convnext-atto:112 convnext-atto:224"}
+ARCHS=${ARCHS:-"surfacenet:112:20:200 resnet18:224:3:40 convnext-atto:112 convnext-atto:224"}
 REPS=${REPS:-40}
 BATCH_REPS=${BATCH_REPS:-3}
 ROUNDS=${ROUNDS:-3}

@@ -7,13 +7,16 @@
  * images of surfacenet@112: 26 MB out of the first convolution), and every
  * layer ends in a barrier. A lane keeps one image's activations in its core's
  * L2 cache from the first layer to the last and never waits for another.
- * Measured on this machine (2 cores, batch 64, medians): surfacenet@112 7680
- * against 5660-6290 img/s, surfacenet@224 1760 against 1296-1433. It loses
- * where single-image kernels are much less efficient than batched ones:
- * convolutions with small outputs (resnet18@112, whose last stage is 4x4: 240
- * against 465 img/s; resnet18@224: 120 against 140; convnext-atto, whose last
- * stages are 7x7 and 3x3: 88 against 132-142 and 610 against 706). So a batch
- * plan takes lanes when every convolution's output has at least 14x14 pixels.
+ * Measured on this machine (2 cores, batch 64, three alternations of lanes and
+ * the batch plan): surfacenet@112 6505-6805 against 5133-5966 img/s,
+ * surfacenet@224 1587-1642 against 1274-1497. It loses where single-image
+ * kernels are much less efficient than batched ones, on convolutions with
+ * small outputs (two single-threaded processes on single images against one
+ * two-thread batch plan: resnet18@112, whose last stage is 4x4, 240 against
+ * 465 img/s; resnet18@224 120 against 140; convnext-atto, whose last stages
+ * are 7x7 and 3x3, 88 against 132-142 at 224 and 610 against 706 at 112). So
+ * a batch plan takes lanes when every convolution's output has at least 14x14
+ * pixels.
  *
  * An image's logits then do not depend on the batch it came in: every lane
  * runs the same single-threaded single-image plan. IMOPS_BATCH_LANES=off
