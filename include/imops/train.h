@@ -232,6 +232,18 @@ im_nn_model_t *im_train_model_nn(im_train_model_t *m);
  * class probabilities (num_classes floats each; either may be NULL). */
 IM_NODISCARD im_status_t im_train_predict_file_logits(im_train_model_t *m, const char *path, float *logits,
                                                       float *probs);
+/** Called by im_train_predict_files for file i, in order: st IM_OK with its logits and class
+ * probabilities (num_classes floats each), or the file's error (im_last_error() holds its text
+ * during the call; logits and probs are NULL). */
+typedef void (*im_train_predict_fn)(void *user, int64_t i, im_status_t st, const float *logits, const float *probs);
+/** Classifies n image files as im_train_predict_file_logits does, in batches of up to 64: each
+ * batch's files are decoded and preprocessed on all threads, then go through one forward (on a
+ * network that takes batch lanes, src/nn/lanes.c, an image's logits are those of a single-image
+ * plan on one thread). each() sees every file in order. Returns IM_OK once every file has been
+ * seen (a file that fails to decode is that file's error), or the error that stopped the whole
+ * (out of memory, the forward), after which no file is reported. */
+IM_NODISCARD im_status_t im_train_predict_files(im_train_model_t *m, const char *const *paths, int64_t n,
+                                                im_train_predict_fn each, void *user);
 /** The bundle directory, and the run it came from (runs:/, models:/ or the
  * MLmodel's run_id; NULL when unknown). */
 const char *im_train_model_dir(const im_train_model_t *m);

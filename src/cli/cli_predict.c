@@ -23,6 +23,7 @@ static const char usage_text[] =
     "directory, file:///dir, runs:/<run_id>/model, models:/<name>/<version|stage>\n"
     "or models:/<name>@<alias>. With --url the files are sent to a running\n"
     "`imops serve` (POST /predict) instead, and its answers printed the same way.\n"
+    "Locally, files are decoded on all threads and classified in batches of up to 64.\n"
     "\n"
     "options:\n"
     "  --model MODEL         the model (required without --url)\n"
@@ -50,6 +51,41 @@ static void print_prediction(const char *file, int best, const char *label, doub
     printf("]");
   }
   printf("\n");
+}
+
+/* Local prediction: each file's answer as it comes, in order (im_train_predict_files). */
+typedef struct {
+  im_train_model_t *m;
+  const char *const *files;
+  int json, rc;
+  json_t *preds;
+} predict_out_t;
+
+static void print_local(void *user, int64_t i, im_status_t st, const float *logits, const float *probs) {
+  predict_out_t *o = user;
+  const char *file = o->files[i];
+  if (st != IM_OK) {
+    o->rc = CLI_FAIL;
+    if (o->json) json_array_append_new(o->preds, json_pack("{s:s, s:s}", "file", file, "error", im_last_error()));
+    else fprintf(stderr, "imops predict: %s: %s\n", file, im_last_error());
+    return;
+  }
+  const int k = im_train_model_num_classes(o->m);
+  int best = 0;
+  for (int c = 1; c < k; c++)
+    if (probs[c] > probs[best]) best = c;
+  json_t *p = json_object();
+  for (int c = 0; c < k; c++) json_object_set_new(p, im_train_model_class(o->m, c), json_real(probs[c]));
+  if (!o->json) {
+    print_prediction(file, best, im_train_model_class(o->m, best), probs[best], p);
+    json_decref(p);
+    return;
+  }
+  json_t *lg = json_array();
+  for (int c = 0; c < k; c++) json_array_append_new(lg, json_real(logits[c]));
+  json_array_append_new(o->preds, json_pack("{s:s, s:i, s:s, s:f, s:o, s:o}", "file", file, "class", best, "label",
+                                            im_train_model_class(o->m, best), "probability", (double)probs[best],
+                                            "probabilities", p, "logits", lg));
 }
 
 /* With --json prints {"model": model, "predictions": preds}; takes preds either way. */
@@ -196,49 +232,14 @@ int cli_predict(int argc, char **argv) {
   im_train_model_t *m = NULL;
   im_status_t st = im_train_model_open(model, device, turi, &m);
   if (st) return cli_fail(cmd, st, model);
-  const int k = im_train_model_num_classes(m);
-  float *probs = im_malloc(sizeof *probs * (size_t)k), *logits = im_malloc(sizeof *logits * (size_t)k);
-  if (!probs || !logits) {
-    im_free(probs);
-    im_free(logits);
+  predict_out_t o = {m, (const char *const *)argv + optind, json, CLI_OK, json_array()};
+  st = im_train_predict_files(m, o.files, argc - optind, print_local, &o);
+  if (st) {
+    json_decref(o.preds);
     im_train_model_close(m);
-    return cli_fail(cmd, im_error(IM_ERR_NOMEM, "out of memory"), model);
+    return cli_fail(cmd, st, model);
   }
-  int rc = CLI_OK;
-  json_t *preds = json_array();
-  for (int i = optind; i < argc; i++) {
-    const char *file = argv[i];
-    if ((st = im_train_predict_file_logits(m, file, logits, probs))) {
-      rc = CLI_FAIL;
-      if (json)
-        json_array_append_new(preds, json_pack("{s:s, s:s}", "file", file, "error", im_last_error()));
-      else
-        fprintf(stderr, "imops predict: %s: %s\n", file, im_last_error());
-      continue;
-    }
-    int best = 0;
-    for (int c = 1; c < k; c++)
-      if (probs[c] > probs[best]) best = c;
-    if (json) {
-      json_t *p = json_object(), *lg = json_array();
-      for (int c = 0; c < k; c++) json_object_set_new(p, im_train_model_class(m, c), json_real(probs[c]));
-      for (int c = 0; c < k; c++) json_array_append_new(lg, json_real(logits[c]));
-      json_array_append_new(preds, json_pack("{s:s, s:i, s:s, s:f, s:o, s:o}", "file", file, "class", best, "label",
-                                             im_train_model_class(m, best), "probability", (double)probs[best],
-                                             "probabilities", p, "logits", lg));
-    } else {
-      printf("%s: %s (class %d, p=%.4f)", file, im_train_model_class(m, best), best, probs[best]);
-      if (k <= 10) {
-        printf("  [");
-        for (int c = 0; c < k; c++) printf("%s%s %.4f", c ? ", " : "", im_train_model_class(m, c), probs[c]);
-        printf("]");
-      }
-      printf("\n");
-    }
-  }
-  print_report(json, model, preds);
-  im_free(probs);
-  im_free(logits);
+  print_report(json, model, o.preds);
   im_train_model_close(m);
-  return rc;
+  return o.rc;
 }

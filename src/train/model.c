@@ -364,31 +364,103 @@ im_status_t im_train_predict_file(im_train_model_t *m, const char *path, float *
   return im_train_predict_file_logits(m, path, NULL, probs);
 }
 
-im_status_t im_train_predict_file_logits(im_train_model_t *m, const char *path, float *logits, float *probs) {
+/* Files decoded side by side: slot i of a batch gets file i's input or its error. */
+typedef struct {
+  const im_train_model_t *m;
+  const char *const *paths;
+  float *x;
+  size_t per;
+  im_status_t *st;
+  char (*err)[256];
+} decode_job_t;
+
+static void decode_one(void *ctx, int64_t i, int thread) {
+  (void)thread;
+  decode_job_t *j = ctx;
+  const im_train_model_t *m = j->m;
   im_decode_opts_t dopt = IM_DECODE_OPTS_DEFAULT;
   dopt.channels = m->c;
   dopt.min_w = m->w;
   dopt.min_h = m->h;
   im_image_t img = {0};
-  im_status_t st = im_image_load(path, &dopt, &img);
-  if (st) return st;
-  const size_t n = (size_t)m->c * (size_t)m->h * (size_t)m->w;
-  float *x = im_malloc(n * sizeof *x);
-  if (!x) {
-    im_image_free(&img);
-    return im_error(IM_ERR_NOMEM, "out of memory");
-  }
-  st = im_train_model_input(m, &img, x);
+  im_status_t st = im_image_load(j->paths[i], &dopt, &img);
+  if (st == IM_OK) st = im_train_model_input(m, &img, j->x + (size_t)i * j->per);
   im_image_free(&img);
-  if (st == IM_OK && m->planned < 1) st = ensure_plan(m, 1);
-  im_tensor_t xt, pt, lt;
-  int64_t xs[4] = {1, m->c, m->h, m->w}, ps[2] = {1, m->k};
-  if (st == IM_OK) st = im_tensor_view(&xt, IM_F32, 4, xs, x);
-  if (st == IM_OK && probs) st = im_tensor_view(&pt, IM_F32, 2, ps, probs);
-  if (st == IM_OK && logits) st = im_tensor_view(&lt, IM_F32, 2, ps, logits);
-  if (st == IM_OK) st = im_nn_predict(m->nn, &xt, logits ? &lt : NULL, probs ? &pt : NULL);
+  j->st[i] = st;
+  if (st != IM_OK) snprintf(j->err[i], sizeof j->err[i], "%s", im_last_error());
+}
+
+enum { PREDICT_BATCH = 64 };
+
+im_status_t im_train_predict_files(im_train_model_t *m, const char *const *paths, int64_t n,
+                                   im_train_predict_fn each, void *user) {
+  if (n < 0 || (n > 0 && (!paths || !each))) return im_error(IM_ERR_ARG, "im_train_predict_files: bad arguments");
+  if (n == 0) return IM_OK;
+  const int64_t B = n < PREDICT_BATCH ? n : PREDICT_BATCH;
+  const size_t per = (size_t)m->c * (size_t)m->h * (size_t)m->w, k = (size_t)m->k;
+  float *x = im_malloc(sizeof *x * per * (size_t)B), *out = im_malloc(sizeof *out * 2 * k * (size_t)B);
+  im_status_t *sts = im_malloc(sizeof *sts * (size_t)B);
+  char(*err)[256] = im_malloc(sizeof *err * (size_t)B);
+  int64_t *row = im_malloc(sizeof *row * (size_t)B);
+  im_status_t st = x && out && sts && err && row ? IM_OK : im_error(IM_ERR_NOMEM, "out of memory for a batch of images");
+  if (st == IM_OK && m->planned < B) st = ensure_plan(m, B); /* a larger plan serves as it is */
+  for (int64_t s = 0; s < n && st == IM_OK; s += B) {
+    const int64_t cnt = n - s < B ? n - s : B;
+    decode_job_t j = {m, paths + s, x, per, sts, err};
+    if ((st = im_parallel_for(cnt, 0, decode_one, &j)) != IM_OK) break;
+    /* The decoded ones, packed in order. */
+    int64_t ok = 0;
+    for (int64_t i = 0; i < cnt; i++) {
+      row[i] = sts[i] == IM_OK ? ok : -1;
+      if (sts[i] != IM_OK) continue;
+      if (ok != i) memmove(x + (size_t)ok * per, x + (size_t)i * per, sizeof *x * per);
+      ok++;
+    }
+    float *lg = out, *pr = out + k * (size_t)B;
+    if (ok > 0) {
+      im_tensor_t xt, lt, pt;
+      st = im_tensor_view(&xt, IM_F32, 4, (int64_t[]){ok, m->c, m->h, m->w}, x);
+      if (st == IM_OK) st = im_tensor_view(&lt, IM_F32, 2, (int64_t[]){ok, m->k}, lg);
+      if (st == IM_OK) st = im_tensor_view(&pt, IM_F32, 2, (int64_t[]){ok, m->k}, pr);
+      if (st == IM_OK) st = im_nn_predict(m->nn, &xt, &lt, &pt);
+      if (st != IM_OK) break;
+    }
+    for (int64_t i = 0; i < cnt; i++) {
+      if (row[i] >= 0) {
+        each(user, s + i, IM_OK, lg + (size_t)row[i] * k, pr + (size_t)row[i] * k);
+      } else {
+        (void)im_error(sts[i], "%s", err[i]);
+        each(user, s + i, sts[i], NULL, NULL);
+      }
+    }
+  }
   im_free(x);
+  im_free(out);
+  im_free(sts);
+  im_free(err);
+  im_free(row);
   return st;
+}
+
+typedef struct {
+  float *logits, *probs;
+  size_t k;
+  im_status_t st;
+} one_file_t;
+
+static void one_file(void *user, int64_t i, im_status_t st, const float *logits, const float *probs) {
+  (void)i;
+  one_file_t *o = user;
+  o->st = st;
+  if (st != IM_OK) return;
+  if (o->logits) memcpy(o->logits, logits, sizeof *logits * o->k);
+  if (o->probs) memcpy(o->probs, probs, sizeof *probs * o->k);
+}
+
+im_status_t im_train_predict_file_logits(im_train_model_t *m, const char *path, float *logits, float *probs) {
+  one_file_t o = {logits, probs, (size_t)m->k, IM_OK};
+  im_status_t st = im_train_predict_files(m, &path, 1, one_file, &o);
+  return st != IM_OK ? st : o.st; /* a file's error: its text is still the last one */
 }
 
 /* ---- logging an evaluation ---- */

@@ -145,6 +145,24 @@ def test_train_test_predict_track(imops, surface, tmp_path):
         assert pr["label"] == ["Negative", "Positive"][pr["class"]]
     bad = imops.run("predict", "--model", out / "model", tmp_path / "nope.jpg", check=False, env=env)
     assert bad.returncode == 1 and "nope.jpg" in bad.stderr
+    # Many files go in batches of up to 64, decoded side by side: every file answered in order, a
+    # corrupt and a missing one in the middle answered with their errors, the same logits as
+    # before (up to rounding), exit status 1.
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
+    many = files * 3 + [corrupt] + files * 2 + [tmp_path / "nope.jpg"] + files
+    m = imops.run("predict", "--model", out / "model", "--json", *many, check=False, env=env)
+    assert m.returncode == 1, m.stderr
+    got = json.loads(m.stdout)["predictions"]
+    assert [Path(g["file"]) for g in got] == [Path(f) for f in many]
+    want = {pr["file"]: pr["logits"] for pr in preds}
+    for f, g in zip(many, got):
+        if f in (corrupt, tmp_path / "nope.jpg"):
+            assert "logits" not in g and g["error"], g
+            continue
+        w = want[str(f)]
+        assert all(abs(a - b) <= 1e-4 * (1 + abs(b)) for a, b in zip(g["logits"], w)), (f, g["logits"], w)
+    assert "corrupt.jpg" not in json.dumps([g for g in got if "error" not in g])
 
     # The registry: register the run's model, evaluate through models:/ URIs.
     imops.run("models", "register", run_id, "surface", env=env)

@@ -119,6 +119,29 @@ static void copy_dir(const char *src, const char *dst) {
   closedir(d);
 }
 
+
+/* im_train_predict_files' callback in the test below: what each call saw. */
+typedef struct {
+  int n, order[80];
+  im_status_t st[80];
+  float probs[80][2];
+  char err40[256];
+} predict_seen_t;
+
+static void predict_seen(void *user, int64_t i, im_status_t st, const float *logits, const float *probs) {
+  predict_seen_t *s = user;
+  if (s->n >= 80) return;
+  s->order[s->n++] = (int)i;
+  s->st[i] = st;
+  if (st == IM_OK) {
+    assert_non_null(logits);
+    s->probs[i][0] = probs[0], s->probs[i][1] = probs[1];
+  } else {
+    assert_null(logits);
+    if (i == 40) snprintf(s->err40, sizeof s->err40, "%s", im_last_error());
+  }
+}
+
 static void test_learns_trivial_set(void **state) {
   const char *out = tu_path(tu_tmpdir(), "out");
   im_train_opts_t o = base_opts(out);
@@ -172,6 +195,37 @@ static void test_learns_trivial_set(void **state) {
   OK(im_train_predict_file(m, tu_path(data_dir, "bright/004.png"), probs));
   assert_true(probs[0] > 0.5f);
   assert_int_not_equal(im_train_predict_file(m, tu_path(data_dir, "nope.png"), probs), IM_OK);
+  assert_non_null(strstr(im_last_error(), "nope.png"));
+  {
+    /* Many files at once (two batches of up to 64): each answered in order, a missing one with its
+     * error, the others with the probabilities a single file gets. */
+    enum { NF = 70 };
+    char *paths[NF];
+    for (int i = 0; i < NF; i++) {
+      const char *f = i == 40 ? "nope.png" : i % 2 ? "dark/003.png" : "bright/004.png";
+      paths[i] = strdup(tu_path(data_dir, f));
+    }
+    predict_seen_t seen = {0};
+    OK(im_train_predict_files(m, (const char *const *)paths, NF, predict_seen, &seen));
+    assert_int_equal(seen.n, NF);
+    float dark[2], bright[2];
+    OK(im_train_predict_file(m, paths[1], dark));
+    OK(im_train_predict_file(m, paths[0], bright));
+    for (int i = 0; i < NF; i++) {
+      assert_int_equal(seen.order[i], i);
+      if (i == 40) {
+        assert_int_equal(seen.st[i], IM_ERR_NOT_FOUND);
+        continue;
+      }
+      OK(seen.st[i]);
+      const float *want = i % 2 ? dark : bright;
+      for (int c = 0; c < 2; c++) assert_true(fabsf(seen.probs[i][c] - want[c]) < 1e-5f);
+    }
+    assert_non_null(strstr(seen.err40, "nope.png"));
+    for (int i = 0; i < NF; i++) free(paths[i]);
+    assert_int_equal(im_train_predict_files(m, NULL, 3, predict_seen, &seen), IM_ERR_ARG);
+    OK(im_train_predict_files(m, NULL, 0, NULL, NULL));
+  }
 
   /* Prediction sees exactly the input training saw: the cache's pixels, normalized. */
   im_cache_t *cache;
