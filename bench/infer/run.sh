@@ -31,6 +31,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tuned_env=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=268435456)
 results=$tmp/results.jsonl
+tag() { sed "s/^{/{\"round\": $round, /"; } # a runner's JSON line, marked with its round
 for round in $(seq 1 "$ROUNDS"); do
 for spec in $ARCHS; do
   IFS=: read -r arch size breps sreps <<< "$spec"
@@ -42,7 +43,6 @@ for spec in $ARCHS; do
   echo "== round $round/$ROUNDS: $arch @ $size ($reps single-image runs, $breps batches of 64 each)" >&2
   common=(--arch "$arch" --size "$size" --reps "$reps" --batch-reps "$breps")
   # Each runner's JSON line goes to the results and, as progress, to stderr.
-  tag() { sed "s/^{/{\"round\": $round, /"; }
   "$build/bench_infer" "${common[@]}" --onnx "$tmp/$arch-$size.onnx" | tag | tee -a "$results" >&2
   "$py" "$here/peers.py" ort "${common[@]}" --onnx "$tmp/$arch-$size.onnx" | tag | tee -a "$results" >&2
   env "${tuned_env[@]}" "$py" "$here/peers.py" torch "${common[@]}" --channels-last | tag | tee -a "$results" >&2

@@ -347,12 +347,13 @@ im_status_t im_train_model_input(const im_train_model_t *m, const im_image_t *im
         o1[i] = (float)p[1] * sc[1] + sh[1];
         o2[i] = (float)p[2] * sc[2] + sh[2];
       }
-    }
-    for (int c = 0; c < m->c && m->c != 3; c++) {
-      float sd = std[c] > 0 ? std[c] : 1.0f;
-      float scale = 1.0f / (255.0f * sd), shift = -mean[c] / sd;
-      float *o = dst + (size_t)c * plane;
-      for (size_t i = 0; i < plane; i++) o[i] = (float)buf[i * (size_t)m->c + (size_t)c] * scale + shift;
+    } else {
+      for (int c = 0; c < m->c; c++) {
+        float sd = std[c] > 0 ? std[c] : 1.0f;
+        float scale = 1.0f / (255.0f * sd), shift = -mean[c] / sd;
+        float *o = dst + (size_t)c * plane;
+        for (size_t i = 0; i < plane; i++) o[i] = (float)buf[i * (size_t)m->c + (size_t)c] * scale + shift;
+      }
     }
   }
   im_free(buf);
