@@ -1,9 +1,11 @@
 """imops export onnx against its peers: for surfacenet, resnet18 and
-convnext-atto (each briefly trained on a small generated surface set at 64x64)
+convnext-atto (each briefly trained on a small generated surface set at 112x112)
 the exported file passes onnx.checker's full check (with shape inference),
 runs in ONNX Runtime on the real images of the test split, and gives the
 logits and classes that `imops predict --json` gives for the same files (also
-with the normalization folded in, --with-preprocess, on raw 0-255 pixels).
+with the normalization folded in, --with-preprocess, on raw 0-255 pixels), and
+for one image alone (imops' batch-1 kernels: its own Winograd F(4x4) serves the
+28x28 layers of resnet18 and surfacenet at this size).
 The bundle's safetensors load into torchvision's resnet18(num_classes=2) and
 give the same logits. A tracked export (runs:/ URI) logs model/model.onnx to
 the run and adds MLflow's onnx flavor to its MLmodel. Bad input (unknown
@@ -20,7 +22,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from PIL import Image  # noqa: E402
 
-SIZE = 64
+SIZE = 112  # resnet18's first stage and surfacenet's second layer at 28x28: imops' own Winograd at batch 1
 ARCHS = ["surfacenet", "resnet18", "convnext-atto"]
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -111,9 +113,12 @@ def test_export_matches_predict(work, imops, arch, tmp_path):
         assert_close(logits, want, f"{arch} ORT vs imops predict (with_preprocess={pre})")
         assert (logits.argmax(1) == classes).all()
         assert np.allclose(probs.sum(1), 1.0, atol=1e-5) and (probs.argmax(1) == classes).all()
-        # one image at a time gives the same (batch independence)
+        # one image at a time gives the same (batch independence), in ORT and in imops
         one, _ = sess.run(None, {"image": x[:1]})
         assert_close(one[0], want[0], f"{arch} batch of one")
+        if not pre:
+            mine, _ = imops_logits(imops, bundle(work, arch), files[:1], env)
+            assert_close(one[0], mine[0], f"{arch} ORT vs imops predict, one image")
 
 
 def test_torchvision_resnet18(work, imops):

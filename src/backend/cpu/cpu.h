@@ -91,6 +91,11 @@ typedef struct cpu_plan {
   } cache[CPU_CONST_CACHE];
   uint64_t clock;
   int cur; /* the cache entry the CPU_MEM_OWNED memory is bound to; -1: the workspace */
+  /* A plan of imops' own kernel instead of oneDNN steps (cpu_wino.c): run by im__cpu_plan_run_stamped
+   * only, with the caller's pointers, the const slot's prepared copy (owned; prepared: it holds, else
+   * the kernel prepares it), the workspace (ws_bytes reserved) and the context's thread count. */
+  im_status_t (*own)(const struct cpu_plan *pl, void *const *user, void *owned, void *ws, int nthreads,
+                     int prepared);
 } cpu_plan_t;
 
 /* The backend context. */
@@ -176,6 +181,8 @@ void im__cpu_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_for
 void im__cpu_profile(im_backend_t *b, int on, double *reorder_s, double *total_s);
 /** The workspace's current size in bytes (the largest any op so far needed, plus slack). */
 size_t im__cpu_workspace_bytes(const im_backend_t *b);
+/** How many cached plans run imops' own kernels (cpu_plan_t.own): for tests. */
+int im__cpu_own_plans(const im_backend_t *b);
 
 /* oneDNN's OpenMP runtime takes its thread count from omp_get_max_threads() of the calling
  * thread, both when a primitive is created (the jit kernels plan their split then) and when it
@@ -205,6 +212,10 @@ im_status_t im__cpu_conv2d_backward_weight(im_backend_t *b, const im_conv2d_para
                                            im__t *dw, im__t *dbias);
 im_status_t im__cpu_conv2d_forward_fused_add(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
                                              im__ct *bias, im__ct *residual, im_act_t act, im__t *y);
+/* cpu_wino.c: Winograd F(4x4,3x3) for inference. fits: the convolution is one it serves (stamped
+ * weights, shapes and layouts, see there); plan: makes bld's new plan one of its own. */
+int im__cpu_wino_fits(const im_conv2d_params_t *p, const im_tensor_t *x, const im_tensor_t *w, const im_tensor_t *y);
+void im__cpu_wino_plan(cpu_build_t *bld, int nthreads);
 /* cpu_bnorm.c */
 im_status_t im__cpu_batchnorm_forward_train(im_backend_t *b, const im_batchnorm_params_t *p, im__ct *x, im__ct *gamma,
                                             im__ct *beta, im__t *running_mean, im__t *running_var, im__t *y,

@@ -390,6 +390,7 @@ im_status_t im__cpu_plan_run(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user) 
 
 im_status_t im__cpu_plan_run_stamped(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user, uint64_t stamp) {
   if (pl->const_slot < 0 || !stamp) { /* prepared in the workspace, as any input */
+    if (pl->own) return im_error(IM_ERR_INTERNAL, "cpu backend: an own-kernel plan without stamped weights");
     pl->cur = -1;
     return im__cpu_plan_run(ctx, pl, user);
   }
@@ -413,7 +414,14 @@ im_status_t im__cpu_plan_run_stamped(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const
   im_status_t st = im__cpu_plan_bind(ctx, pl, user);
   if (st != IM_OK) return st;
   pl->cache[e].stamp = 0;
-  st = plan_exec(ctx, pl, hold);
+  if (pl->own) {
+    const double t0 = ctx->profile ? im_time_now() : 0.0;
+    st = pl->own(pl, user, (void *)(((uintptr_t)pl->cache[e].raw + 63) & ~(uintptr_t)63), ctx->ws, ctx->nthreads,
+                 hold);
+    if (ctx->profile) ctx->total_s += im_time_now() - t0;
+  } else {
+    st = plan_exec(ctx, pl, hold);
+  }
   if (st == IM_OK) {
     pl->cache[e].src = src;
     pl->cache[e].stamp = stamp;
@@ -446,6 +454,13 @@ void im__cpu_profile(im_backend_t *b, int on, double *reorder_s, double *total_s
 }
 
 size_t im__cpu_workspace_bytes(const im_backend_t *b) { return ((const cpu_ctx_t *)b->ctx)->ws_cap; }
+
+int im__cpu_own_plans(const im_backend_t *b) {
+  const cpu_ctx_t *c = b->ctx;
+  int n = 0;
+  for (size_t i = 0; i < c->cap; i++) n += c->plans[i] && c->plans[i]->own;
+  return n;
+}
 
 static int cpu_num_threads(const im_backend_t *b) { return ((const cpu_ctx_t *)b->ctx)->nthreads; }
 static im_status_t cpu_new_like(const im_backend_t *b, int nthreads, im_backend_t **out);

@@ -63,16 +63,21 @@ static void conv_mds(const im_conv2d_params_t *p, const int64_t *xs, const int64
  * GFLOP/s). Measured on this machine (2 cores, AVX-512): resnet18's and surfacenet's 3x3 layers
  * go from 170-270 to 320-430 direct-equivalent GFLOP/s in all three passes. The choice depends
  * on shapes and the thread count only, so runs stay reproducible. IMOPS_CONV_ALGO=direct turns
- * it off (for comparisons). */
-static dnnl_alg_kind_t conv_alg(const im_conv2d_params_t *p, int64_t in_channels) {
-  static atomic_int direct_ = -1; /* batch lanes build their plans on threads of their own */
-  int direct = atomic_load_explicit(&direct_, memory_order_relaxed);
-  if (direct < 0) {
+ * it off (for comparisons), IMOPS_CONV_ALGO=onednn turns off imops' own Winograd (cpu_wino.c) alone. */
+enum { ALGO_ANY, ALGO_DIRECT, ALGO_ONEDNN };
+static int algo_env(void) {
+  static atomic_int algo_ = -1; /* batch lanes build their plans on threads of their own */
+  int algo = atomic_load_explicit(&algo_, memory_order_relaxed);
+  if (algo < 0) {
     const char *e = getenv("IMOPS_CONV_ALGO");
-    direct = e && !strcmp(e, "direct");
-    atomic_store_explicit(&direct_, direct, memory_order_relaxed);
+    algo = !e ? ALGO_ANY : !strcmp(e, "direct") ? ALGO_DIRECT : !strcmp(e, "onednn") ? ALGO_ONEDNN : ALGO_ANY;
+    atomic_store_explicit(&algo_, algo, memory_order_relaxed);
   }
-  if (direct || p->groups != 1 || in_channels < 16) return dnnl_convolution_direct;
+  return algo;
+}
+
+static dnnl_alg_kind_t conv_alg(const im_conv2d_params_t *p, int64_t in_channels) {
+  if (algo_env() == ALGO_DIRECT || p->groups != 1 || in_channels < 16) return dnnl_convolution_direct;
   return dnnl_convolution_auto;
 }
 
@@ -163,11 +168,17 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL, x, y,
            relu);
   const int stamped = w->stamp != 0; /* weights that stay: an inference model */
-  k.variant |= stamped << 5 | (sum != 0) << 6;
+  const int own = algo_env() == ALGO_ANY && im__cpu_wino_fits(p, x, w, y);
+  k.variant |= stamped << 5 | (sum != 0) << 6 | own << 7;
   cpu_build_t bld;
   cpu_plan_t *pl;
   st = im__cpu_plan_get(c, &k, &bld, &pl);
   if (st != IM_OK) return st;
+  if (!pl && own) {
+    im__cpu_wino_plan(&bld, c->nthreads);
+    st = im__cpu_plan_finish(&bld, &pl);
+    if (st != IM_OK) return st;
+  }
   if (!pl) {
     conv_mds_t m;
     conv_mds(p, x->shape, w->shape, y->shape, act_tag(x), act_tag(y), &m);
