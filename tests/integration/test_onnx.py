@@ -4,8 +4,8 @@ the exported file passes onnx.checker's full check (with shape inference),
 runs in ONNX Runtime on the real images of the test split, and gives the
 logits and classes that `imops predict --json` gives for the same files (also
 with the normalization folded in, --with-preprocess, on raw 0-255 pixels), and
-for one image alone (imops' batch-1 kernels: its own Winograd F(4x4) serves the
-28x28 layers of resnet18 and surfacenet at this size).
+for one image alone (imops' batch-1 kernels: at this size its own Winograd F(4x4)
+serves the 28x28 layers of resnet18 and surfacenet, its F(2x2) resnet18's 7x7 and 4x4 stages).
 The bundle's safetensors load into torchvision's resnet18(num_classes=2) and
 give the same logits. A tracked export (runs:/ URI) logs model/model.onnx to
 the run and adds MLflow's onnx flavor to its MLmodel. Bad input (unknown

@@ -962,30 +962,42 @@ static void test_stamped_weights(void **state) {
   stamped_weights((const int64_t[4]){8, 16, 14, 15});
 }
 
-/* imops' own Winograd F(4x4,3x3) (src/backend/cpu/cpu_wino.c) serves stamped 3x3 stride-1
- * convolutions on blocked tensors with outputs of 28x28 or more and at most 128x128 channel pairs:
- * with ReLU, without bias or activation, with the fused residual add (in place and not), on ragged
- * tiles (29, 30, 33 wide), a batch of 2, output channels past a multiple of 64 (80, 48), weights
- * alternating through one plan and a renewed stamp; against the reference on plain tensors. Its
- * transforms round more than direct convolution (outputs within about 3e-6 of their largest
- * magnitude), hence a wider tolerance. */
+/* imops' own Winograd kernels (src/backend/cpu/cpu_wino.c, cpu_wino2.c) serve stamped 3x3 stride-1
+ * convolutions: F(4x4,3x3) on blocked tensors with outputs of 28x28 or more and at most 128x128
+ * channel pairs, F(2x2,3x3) with streamed weights on outputs of 7x7 or less with 64 or more input
+ * channels, blocked or channels-last. Each runs with ReLU, without bias or activation, with the fused
+ * residual add (in place and not), on ragged tiles (odd, and 29-33 wide), a batch of 2, output channels past a
+ * multiple of 64 (F(4x4): 80, 48), input channels past one (F(2x2): 80), weights alternating through
+ * one plan and a renewed stamp; against the reference on plain tensors. Winograd's transforms round
+ * more than direct convolution (outputs within about 1e-5 of their largest magnitude), hence a
+ * wider tolerance. */
 int im__cpu_own_plans(const im_backend_t *b);
-static void test_wino_4x4(void **state) {
-  static const int64_t cases[][5] = {{1, 64, 56, 56, 64}, {2, 32, 30, 29, 80}, {1, 16, 28, 33, 48}};
+static void test_wino(void **state) {
+  static const struct {
+    int64_t N, C, H, W, K;
+    im_layout_t l;
+  } cases[] = {
+      {1, 64, 56, 56, 64, IM_LAYOUT_NCHW16C},  {2, 32, 30, 29, 80, IM_LAYOUT_NCHW16C}, /* F(4x4) */
+      {1, 16, 28, 33, 48, IM_LAYOUT_NCHW16C},  {1, 64, 7, 7, 64, IM_LAYOUT_NCHW16C}, /* F(2x2) from here */
+      {2, 64, 5, 7, 128, IM_LAYOUT_NCHW16C},   {1, 128, 7, 7, 128, IM_LAYOUT_NHWC},
+      {1, 80, 6, 5, 64, IM_LAYOUT_NHWC},
+  };
   const im_conv2d_params_t p = {1, 1, 1, 1, 1, 1, 1};
   for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
-    const int64_t *cc = cases[ci];
-    const int64_t xs[4] = {cc[0], cc[1], cc[2], cc[3]}, ws[4] = {cc[4], cc[1], 3, 3}, bs[1] = {cc[4]};
+    const int64_t xs[4] = {cases[ci].N, cases[ci].C, cases[ci].H, cases[ci].W};
+    const int64_t ws[4] = {cases[ci].K, cases[ci].C, 3, 3}, bs[1] = {cases[ci].K};
+    const im_layout_t l = cases[ci].l;
     int64_t ys[4];
     OK(im_conv2d_output_shape(&p, xs, ws, ys));
     im_tensor_t x = mk_rnd(4, xs), bias = mk_rnd(1, bs), res = mk_rnd(4, ys), want = mk(IM_F32, 4, ys), w[2];
-    im_tensor_t xb = blk(&x), resb = blk(&res), y = like_layout(&want, 1), yres = blk(&res);
+    im_tensor_t xl = in_layout(&x, l), resl = in_layout(&res, l), yres = in_layout(&res, l), y = mk(IM_F32, 4, ys);
+    y.layout = l;
     for (int k = 0; k < 2; k++) {
       w[k] = mk_rnd(4, ws);
       w[k].stamp = im_tensor_stamp_new();
     }
     const int before = im__cpu_own_plans(cpu);
-    const double atol = 8 * conv_atol(cc[1] * 9);
+    const double atol = 8 * conv_atol(xs[1] * 9);
     for (int round = 0; round < 3; round++)
       for (int k = 0; k < 2; k++) {
         if (round == 2 && k == 1) { /* new values under a new stamp */
@@ -995,20 +1007,20 @@ static void test_wino_4x4(void **state) {
         im_tensor_t pw = w[k];
         pw.stamp = 0;
         OK(im_op_conv2d_forward_fused(ref, &p, &x, &pw, &bias, IM_ACT_RELU, &want));
-        OK(im_op_conv2d_forward_fused(cpu, &p, &xb, &w[k], &bias, IM_ACT_RELU, &y));
-        cmp_any("wino 4x4 conv+relu", "y", &y, &want, atol, 1e-5);
+        OK(im_op_conv2d_forward_fused(cpu, &p, &xl, &w[k], &bias, IM_ACT_RELU, &y));
+        cmp_any("winograd conv+relu", "y", &y, &want, atol, 1e-5);
         OK(im_op_conv2d_forward(ref, &p, &x, &pw, NULL, &want));
-        OK(im_op_conv2d_forward(cpu, &p, &xb, &w[k], NULL, &y));
-        cmp_any("wino 4x4 conv, no bias", "y", &y, &want, atol, 1e-5);
+        OK(im_op_conv2d_forward(cpu, &p, &xl, &w[k], NULL, &y));
+        cmp_any("winograd conv, no bias", "y", &y, &want, atol, 1e-5);
         OK(im_op_conv2d_forward_fused_add(ref, &p, &x, &pw, &bias, &res, IM_ACT_RELU, &want));
-        OK(im_op_conv2d_forward_fused_add(cpu, &p, &xb, &w[k], &bias, &resb, IM_ACT_RELU, &y));
-        cmp_any("wino 4x4 conv+add+relu", "y", &y, &want, atol, 1e-5);
+        OK(im_op_conv2d_forward_fused_add(cpu, &p, &xl, &w[k], &bias, &resl, IM_ACT_RELU, &y));
+        cmp_any("winograd conv+add+relu", "y", &y, &want, atol, 1e-5);
         OK(im_op_relayout(cpu, &res, &yres)); /* in place: y is the residual */
-        OK(im_op_conv2d_forward_fused_add(cpu, &p, &xb, &w[k], &bias, &yres, IM_ACT_RELU, &yres));
-        cmp_any("wino 4x4 conv+add+relu", "y in place", &yres, &want, atol, 1e-5);
+        OK(im_op_conv2d_forward_fused_add(cpu, &p, &xl, &w[k], &bias, &yres, IM_ACT_RELU, &yres));
+        cmp_any("winograd conv+add+relu", "y in place", &yres, &want, atol, 1e-5);
       }
     assert_int_equal(im__cpu_own_plans(cpu), before + 3); /* relu, plain, add+relu */
-    freet(&x), freet(&bias), freet(&res), freet(&want), freet(&xb), freet(&resb), freet(&y), freet(&yres);
+    freet(&x), freet(&bias), freet(&res), freet(&want), freet(&xl), freet(&resl), freet(&y), freet(&yres);
     freet(&w[0]), freet(&w[1]);
   }
 }
@@ -1021,7 +1033,7 @@ int main(void) {
       cmocka_unit_test(test_layout_and_fallback), cmocka_unit_test(test_interleaved),
       cmocka_unit_test(test_blocked_conv), cmocka_unit_test(test_blocked_ops),
       cmocka_unit_test(test_stamped_weights), cmocka_unit_test(test_channels_last),
-      cmocka_unit_test(test_batchnorm_backward_fused), cmocka_unit_test(test_wino_4x4),
+      cmocka_unit_test(test_batchnorm_backward_fused), cmocka_unit_test(test_wino),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -212,8 +212,9 @@ im_status_t im__cpu_conv2d_backward_weight(im_backend_t *b, const im_conv2d_para
                                            im__t *dw, im__t *dbias);
 im_status_t im__cpu_conv2d_forward_fused_add(im_backend_t *b, const im_conv2d_params_t *p, im__ct *x, im__ct *w,
                                              im__ct *bias, im__ct *residual, im_act_t act, im__t *y);
-/* cpu_wino.c: Winograd F(4x4,3x3) for inference. fits: the convolution is one it serves (stamped
- * weights, shapes and layouts, see there); plan: makes bld's new plan one of its own. */
+/* cpu_wino.c: imops' Winograd kernels for inference. fits: 4 (F(4x4,3x3)) or 2 (F(2x2,3x3), cpu_wino2.c)
+ * when one serves the convolution (stamped weights, shapes and layouts, see there), else 0; plan:
+ * makes bld's new plan one of its own (key variant bit 7; bit 8 for F(2x2)). */
 int im__cpu_wino_fits(const im_conv2d_params_t *p, const im_tensor_t *x, const im_tensor_t *w, const im_tensor_t *y);
 void im__cpu_wino_plan(cpu_build_t *bld, int nthreads);
 /* cpu_bnorm.c */

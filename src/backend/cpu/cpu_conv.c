@@ -168,8 +168,8 @@ static im_status_t conv_forward(im_backend_t *b, const im_conv2d_params_t *p, im
   conv_key(&k, relu ? IM_OP_CONV2D_FORWARD_FUSED : IM_OP_CONV2D_FORWARD, p, x->shape, w->shape, bias != NULL, x, y,
            relu);
   const int stamped = w->stamp != 0; /* weights that stay: an inference model */
-  const int own = algo_env() == ALGO_ANY && im__cpu_wino_fits(p, x, w, y);
-  k.variant |= stamped << 5 | (sum != 0) << 6 | own << 7;
+  const int own = algo_env() == ALGO_ANY ? im__cpu_wino_fits(p, x, w, y) : 0; /* 4: F(4x4), 2: F(2x2) */
+  k.variant |= stamped << 5 | (sum != 0) << 6 | (own != 0) << 7 | (own == 2) << 8;
   cpu_build_t bld;
   cpu_plan_t *pl;
   st = im__cpu_plan_get(c, &k, &bld, &pl);

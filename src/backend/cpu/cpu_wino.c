@@ -14,26 +14,24 @@
  * runs a register-blocked kernel: 6 tiles x 64 output channels (24 accumulators), broadcasting V.
  *
  * Where it serves (im__cpu_wino_fits): stamped weights, 3x3 stride 1 pad 1, one group, blocked
- * (nChw16c) input and output with channel counts that are multiples of 16, a batch of up to 4, and
- * outputs of 28x28 or more with C*K <= 128*128 (transformed weights of 2.25 MiB or less). Measured
- * on this machine, 2 threads, against oneDNN's jit_fp32_wino_2x3 on the same data: in one process
- * alternating, 56x56x64->64 0.39-0.53 against 0.51-0.81 ms and 28x28x128->128 0.41-0.44 against
- * 0.50-0.52 ms; through the backend with caches flushed between calls, 0.33-0.42 against 0.50-0.57
- * and 0.36-0.53 against 0.48-0.61 ms; resnet18@224 single images 12% faster (median of 8 pairs of
- * runs, IMOPS_CONV_ALGO=onednn against the default). At 14x14x256->256 it lost (0.56 against 0.40
- * ms: 9.4 MiB of transformed weights to stream for 16 tiles), hence the bounds. Its transforms
- * round more than direct convolution: outputs differ from a double-precision direct convolution
- * by about 1e-5 of the largest one (test_backend_cpu), about 4x oneDNN's F(2x2). */
+ * (nChw16c) input and output with channel counts that are multiples of 16, outputs of 28x28 or
+ * more with C*K <= 128*128 (transformed weights of 2.25 MiB or less); smaller outputs with many
+ * channels go to cpu_wino2.c's F(2x2). Measured on this machine, 2 threads, against oneDNN's
+ * Winograd on the same data: in one process alternating, 56x56x64->64 0.39-0.53 against
+ * 0.51-0.81 ms and 28x28x128->128 0.41-0.44 against 0.50-0.52 ms (jit_fp32_wino_2x3); through the
+ * backend with caches flushed between calls, 0.33-0.42 against 0.50-0.57 and 0.36-0.53 against
+ * 0.48-0.61 ms; in resnet18@224, single images 12% faster (median of 8 pairs of runs,
+ * IMOPS_CONV_ALGO=onednn against the default) and batches of 64 7% (4 pairs; its layers 27-29
+ * against 29-42 ms and 25-26 against 26-33 ms, against oneDNN's F(4x4)). At 14x14x256->256 it lost
+ * (0.56 against 0.40 ms: 9.4 MiB of transformed weights to stream for 16 tiles), hence the bounds.
+ * Its transforms round more than direct convolution: outputs differ from a double-precision direct
+ * convolution by about 1e-5 of the largest one (test_backend_cpu), about 4x oneDNN's F(2x2). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
+#include "backend/cpu/cpu_wino.h"
 
-#include "backend/cpu/cpu.h"
-
-enum { WINO_E = 36, WINO_TILES = 6 /* tiles per product kernel */, WINO_KW = 64 /* its output channels */ };
+enum { WINO_E = 36 };
 /* Bytes of V and M for one block of tiles: small where the transformed weights fit in L2 beside
  * them, large where they do not (measured, 2 threads, caches flushed between calls: 56x56x64->64
  * 0.33-0.42 ms with 256 KiB blocks against 0.43-0.51 with 1 MiB; 28x28x128->128 0.36-0.53 with
@@ -93,9 +91,6 @@ static void transform_weights(const wino_geo_t *g, const float *w, float *u, int
 }
 
 #if defined(__x86_64__)
-#define WINO_INLINE __attribute__((target("avx512f,fma"), always_inline)) static inline
-#define WINO_FN __attribute__((target("avx512f,fma"))) static
-typedef __m512 v16;
 
 /* B'd for one column (or row) of 6: the input transform's 1-D step. */
 WINO_INLINE void bt6(const v16 *d, v16 *o) {
@@ -159,31 +154,48 @@ WINO_FN void input_block(const wino_geo_t *g, const float *x, int64_t t0, int64_
   }
 }
 
-/* M[i][k] (row stride K) = V[i][c] (row stride C) x u[c][kw] for NT tiles and NV*16 = kw channels.
- * pf, when not NULL: the next product's weights, fetched into L1 meanwhile (as many bytes as u's). */
-WINO_INLINE void product(const int NT, const int NV, const float *V, int64_t C, const float *u, float *M,
-                         int64_t K, const float *pf) {
-  v16 acc[WINO_TILES][4];
-  for (int t = 0; t < NT; t++)
-    for (int j = 0; j < NV; j++) acc[t][j] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < C; c++) {
-    v16 w[4];
-    if (pf)
-      for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(pf + c * NV * 16 + j * 16), _MM_HINT_T0);
-    for (int j = 0; j < NV; j++) w[j] = _mm512_loadu_ps(u + c * NV * 16 + j * 16);
-    for (int t = 0; t < NT; t++) {
-      const v16 b = _mm512_set1_ps(V[t * C + c]);
-      for (int j = 0; j < NV; j++) acc[t][j] = _mm512_fmadd_ps(b, w[j], acc[t][j]);
+/* M[i][k] (row stride ms) = V[i][c] (row stride vs) x u[c][kw], c < C, for NT tiles and NV*16 = kw
+ * channels; added to M's values when acc. pf, when not NULL: data a later call reads, fetched
+ * meanwhile, |pfn| cache lines from pf on for each c (into L1 when pfn > 0, L2 when pfn < 0). */
+WINO_INLINE void product(const int NT, const int NV, const float *V, int64_t vs, int64_t C, const float *u, float *M,
+                         int64_t ms, const float *pf, int pfn, int acc) {
+  v16 a[WINO_TILES][4];
+  const float *v[WINO_TILES]; /* the tiles' rows: addresses the loop does not recompute */
+  for (int t = 0; t < NT; t++) {
+    v[t] = V + t * vs;
+    for (int j = 0; j < NV; j++) a[t][j] = acc ? _mm512_loadu_ps(M + t * ms + j * 16) : _mm512_setzero_ps();
+  }
+#define WINO_STEP(c)                                                                  \
+  do {                                                                                \
+    v16 w[4];                                                                         \
+    for (int j = 0; j < NV; j++) w[j] = _mm512_loadu_ps(u + (c) * NV * 16 + j * 16);  \
+    for (int t = 0; t < NT; t++) {                                                    \
+      const v16 b = _mm512_set1_ps(v[t][c]);                                          \
+      for (int j = 0; j < NV; j++) a[t][j] = _mm512_fmadd_ps(b, w[j], a[t][j]);       \
+    }                                                                                 \
+  } while (0)
+  if (!pf) {
+    for (int64_t c = 0; c < C; c++) WINO_STEP(c);
+  } else if (pfn > 0) {
+    for (int64_t c = 0; c < C; c++) {
+      for (int j = 0; j < pfn; j++) _mm_prefetch((const char *)(pf + (c * pfn + j) * 16), _MM_HINT_T0);
+      WINO_STEP(c);
+    }
+  } else {
+    for (int64_t c = 0; c < C; c++) {
+      for (int j = 0; j < -pfn; j++) _mm_prefetch((const char *)(pf + (c * -pfn + j) * 16), _MM_HINT_T1);
+      WINO_STEP(c);
     }
   }
+#undef WINO_STEP
   for (int t = 0; t < NT; t++)
-    for (int j = 0; j < NV; j++) _mm512_storeu_ps(M + t * K + j * 16, acc[t][j]);
+    for (int j = 0; j < NV; j++) _mm512_storeu_ps(M + t * ms + j * 16, a[t][j]);
 }
 
-WINO_FN void product_any(int nt, int nv, const float *V, int64_t C, const float *u, float *M, int64_t K,
-                         const float *pf) {
+WINO_TARGET void im__cpu_wino_product(int nt, int nv, const float *V, int64_t vs, int64_t C, const float *u, float *M,
+                                      int64_t ms, const float *pf, int pfn, int acc) {
 #define WINO_P(t, v) \
-  case (t) * 4 + (v) - 1: product(t, v, V, C, u, M, K, pf); break;
+  case (t) * 4 + (v) - 1: product(t, v, V, vs, C, u, M, ms, pf, pfn, acc); break;
 #define WINO_P4(t) WINO_P(t, 1) WINO_P(t, 2) WINO_P(t, 3) WINO_P(t, 4)
   switch (nt * 4 + nv - 1) {
     WINO_P4(1) WINO_P4(2) WINO_P4(3) WINO_P4(4) WINO_P4(5) WINO_P4(6)
@@ -243,8 +255,9 @@ static void wino_range(const wino_geo_t *g, const float *x, const float *u, cons
         const float *ue = u + u_off(g, e, kb), *next = ue + kw * g->C; /* the weights the next (e, kb) takes */
         for (int64_t q = 0, i = 0; q < groups; q++) {
           const int64_t m = n / groups + (q < n % groups);
-          product_any((int)m, (int)(kw / 16), V + (size_t)((e * g->nb + i) * g->C), g->C, ue,
-                      M + (size_t)((e * g->nb + i) * g->K + kb * WINO_KW), g->K, q == 0 ? next : NULL);
+          im__cpu_wino_product((int)m, (int)(kw / 16), V + (size_t)((e * g->nb + i) * g->C), g->C, g->C, ue,
+                               M + (size_t)((e * g->nb + i) * g->K + kb * WINO_KW), g->K, q == 0 ? next : NULL,
+                               (int)(kw / 16), 0);
           i += m;
         }
       }
@@ -286,10 +299,20 @@ int im__cpu_wino_fits(const im_conv2d_params_t *p, const im_tensor_t *x, const i
   static int avx512 = -1;
   if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
   const int64_t *xs = x->shape, *ws = w->shape, *ys = y->shape;
-  return avx512 && w->stamp && p->groups == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 1 &&
-         p->pad_w == 1 && p->dilation_h == 1 && p->dilation_w == 1 && ws[2] == 3 && ws[3] == 3 &&
-         x->layout == IM_LAYOUT_NCHW16C && y->layout == IM_LAYOUT_NCHW16C && xs[1] % 16 == 0 && ws[0] % 16 == 0 &&
-         xs[0] <= 4 && ys[2] >= 28 && ys[3] >= 28 && xs[1] * ws[0] <= 128 * 128;
+  if (!avx512 || !w->stamp || p->groups != 1 || p->stride_h != 1 || p->stride_w != 1 || p->pad_h != 1 ||
+      p->pad_w != 1 || p->dilation_h != 1 || p->dilation_w != 1 || ws[2] != 3 || ws[3] != 3 || xs[1] % 16 ||
+      ws[0] % 16)
+    return 0;
+  /* F(4x4): blocked, outputs of 28x28 and more, transformed weights of at most 2.25 MiB. */
+  if (x->layout == IM_LAYOUT_NCHW16C && y->layout == IM_LAYOUT_NCHW16C && ys[2] >= 28 && ys[3] >= 28 &&
+      xs[1] * ws[0] <= 128 * 128)
+    return 4;
+  /* F(2x2), weights streamed: outputs of 7x7 or less (oneDNN's direct kernels' ground; at 14x14 its
+   * own F(2x2) was as fast), 64 or more input channels, the transformed input within 1 MiB. */
+  const int64_t v_bytes = xs[0] * ((ys[2] + 1) / 2) * ((ys[3] + 1) / 2) * xs[1] * 16 * (int64_t)sizeof(float);
+  const int same = x->layout == y->layout && (x->layout == IM_LAYOUT_NCHW16C || x->layout == IM_LAYOUT_NHWC);
+  if (same && ws[0] % 64 == 0 && xs[1] >= 64 && ys[2] * ys[3] <= 49 && v_bytes <= (1 << 20)) return 2;
+  return 0;
 #else
   (void)p, (void)x, (void)w, (void)y;
   return 0;
@@ -299,9 +322,16 @@ int im__cpu_wino_fits(const im_conv2d_params_t *p, const im_tensor_t *x, const i
 void im__cpu_wino_plan(cpu_build_t *bld, int nthreads) {
   cpu_plan_t *pl = bld->plan;
   if (!pl || bld->st != IM_OK) return;
+  pl->const_slot = 1;
+  if ((pl->key.variant >> 8) & 1) { /* F(2x2): the weights reordered */
+    pl->own = im__cpu_wino2_run;
+    pl->owned_bytes = (size_t)(pl->key.v[1] * pl->key.v[4] * 9) * sizeof(float);
+    pl->ws_bytes = im__cpu_wino2_ws_bytes(&pl->key, nthreads);
+    snprintf(pl->impl, sizeof pl->impl, "imops:wino_2x3_stream");
+    return;
+  }
   const wino_geo_t g = geo_of(&pl->key, nthreads);
   pl->own = wino_run;
-  pl->const_slot = 1;
   pl->owned_bytes = (size_t)(WINO_E * g.C * g.K) * sizeof(float);
   pl->ws_bytes = block_bytes(&g) * (size_t)nthreads;
   snprintf(pl->impl, sizeof pl->impl, "imops:wino_4x3");
