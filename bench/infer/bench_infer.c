@@ -153,7 +153,8 @@ int main(int argc, char **argv) {
   qsort(tp, (size_t)batch_reps, sizeof *tp, cmp_double);
   if (nodes) node_table(f, &x, batch_reps);
   /* Where the time goes: one profiled batch, the share of oneDNN steps that are layout reorders
-   * (NCHW <-> blocked around each convolution), and of the whole forward spent in oneDNN plans. */
+   * (NCHW <-> blocked around each convolution), and of the whole forward spent in the backend's
+   * plans ("onednn_share": oneDNN's primitives and imops' own Winograd kernels). */
   double reorder_s = 0, plans_s = 0;
   im__cpu_profile(be, 1, NULL, NULL);
   double t0 = im_time_now();

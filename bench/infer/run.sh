@@ -8,7 +8,8 @@
 # Usage: bench/infer/run.sh [BUILD_DIR]   (env: REPS, BATCH_REPS, ROUNDS, ARCHS="surfacenet:112:20:200 ...")
 # An ARCHS entry is ARCH:SIZE[:BATCH_REPS[:REPS]]: surfacenet's batch of 64 takes 10-40 ms, so its
 # defaults time 20 batches and 200 single images (3 batches, a few milliseconds of work, were at
-# the mercy of one burst of the VM's neighbours), resnet18's 40 single images (0.4 s of imops).
+# the mercy of one burst of the VM's neighbours), resnet18's and convnext-atto@224's 40 single images
+# (0.3-0.4 s of imops; 13 let one burst put convnext's latency over ORT's in one round of four).
 # Within a round each figure is the median of REPS single-image runs (p99 beside
 # it) and of BATCH_REPS batch runs, after warm-up; the runners take turns per
 # architecture. The whole race runs ROUNDS times (default 3): the tables show
@@ -22,7 +23,7 @@ build=${1:-$root/build}
 py=${PYTHON:-$root/.venv/bin/python}
 [ -x "$py" ] || py=/usr/bin/python3
 [ -x "$build/bench_infer" ] || cmake --build "$build" --target bench_infer
-ARCHS=${ARCHS:-"surfacenet:112:20:200 resnet18:224:3:40 convnext-atto:112 convnext-atto:224"}
+ARCHS=${ARCHS:-"surfacenet:112:20:200 resnet18:224:3:40 convnext-atto:112 convnext-atto:224:3:40"}
 REPS=${REPS:-40}
 BATCH_REPS=${BATCH_REPS:-3}
 ROUNDS=${ROUNDS:-3}
@@ -61,14 +62,17 @@ def f(v, d=2):
     return f"{v:.{d}f}"
 def m(d, runner, key):
     return med([r[key] for r in d[runner]])
-def ratio(d, key, peers, best):
-    """The median over rounds of imops' figure over the best of peers' in the same round."""
+def per_round(d, key, peers, best):
+    """Each round's imops figure over the best of the peers' figures in the same round."""
     out = []
     for i, r in enumerate(d["imops"]):
         vals = [d[p][i][key] for p in peers if i < len(d[p])]
         if vals:
             out.append(r[key] / best(vals))
-    return med(out)
+    return out
+def ratio(d, key, peers, best):
+    return med(per_round(d, key, peers, best))
+TORCH = ["torch-tuned", "torch-default"]
 print()
 print(f"Medians over {rounds} round(s); a ratio is the median of the rounds' ratios")
 print("Single-image latency, ms: p50 (p99); ratio = imops / peer p50 (< 1: imops faster)")
@@ -77,28 +81,30 @@ for (arch, size), d in runs.items():
     cell = lambda k: f"{f(m(d, k, 'p50_ms'))} ({f(m(d, k, 'p99_ms'), 1)})"
     print(f"{arch + '@' + str(size):<20} {cell('imops'):>16} {cell('ort'):>16} {cell('torch-tuned'):>16} "
           f"{cell('torch-default'):>16} {ratio(d, 'p50_ms', ['ort'], min):>7.2f} "
-          f"{ratio(d, 'p50_ms', ['torch-tuned', 'torch-default'], min):>8.2f}")
+          f"{ratio(d, 'p50_ms', TORCH, min):>8.2f}")
 print()
 print("Batch-64 throughput, img/s (median); ratio = imops / peer (> 1: imops faster)")
 print(f"{'model':<20} {'imops':>10} {'ORT':>10} {'torch tuned':>12} {'torch default':>14} {'vs ORT':>7} {'vs torch':>8}")
 for (arch, size), d in runs.items():
     print(f"{arch + '@' + str(size):<20} {f(m(d, 'imops', 'img_s'), 1):>10} {f(m(d, 'ort', 'img_s'), 1):>10} "
           f"{f(m(d, 'torch-tuned', 'img_s'), 1):>12} {f(m(d, 'torch-default', 'img_s'), 1):>14} "
-          f"{ratio(d, 'img_s', ['ort'], max):>7.2f} {ratio(d, 'img_s', ['torch-tuned', 'torch-default'], max):>8.2f}")
+          f"{ratio(d, 'img_s', ['ort'], max):>7.2f} {ratio(d, 'img_s', TORCH, max):>8.2f}")
 print()
-print("Each round's batch-64 ratio to the better PyTorch setting (the spread behind the median)")
+print("Each round's ratios (the spread behind the medians): latency to ORT's and to the better PyTorch")
+print("setting's, batch-64 throughput to the better PyTorch setting's")
 for (arch, size), d in runs.items():
-    per = [r["img_s"] / max(d["torch-tuned"][i]["img_s"], d["torch-default"][i]["img_s"])
-           for i, r in enumerate(d["imops"]) if i < len(d["torch-tuned"]) and i < len(d["torch-default"])]
-    print(f"{arch + '@' + str(size):<20} " + " ".join(f"{x:.2f}" for x in per))
+    spread = lambda key, peers, best: " ".join(f"{x:.2f}" for x in per_round(d, key, peers, best))
+    print(f"{arch + '@' + str(size):<20} latency/ORT {spread('p50_ms', ['ort'], min)} | latency/torch "
+          f"{spread('p50_ms', TORCH, min)} | batch/torch {spread('img_s', TORCH, max)}")
 print()
-print("imops, one profiled batch of 64: share of the forward in oneDNN steps, and in NCHW<->blocked reorders")
+print("imops, one profiled batch of 64: share of the forward in the cpu backend's planned steps (oneDNN's")
+print("primitives and imops' Winograd kernels), and in NCHW<->blocked reorders")
 for (arch, size), d in runs.items():
     i = d["imops"][-1]
     if i.get("lanes"):
         print(f"{arch + '@' + str(size):<20} runs as {i['lanes']} batch lanes, one image at a time each (shares not profiled)")
     elif "reorder_share" in i:
-        print(f"{arch + '@' + str(size):<20} oneDNN {100 * i['onednn_share']:5.1f}%   reorders {100 * i['reorder_share']:5.1f}%")
+        print(f"{arch + '@' + str(size):<20} planned {100 * i['onednn_share']:5.1f}%   reorders {100 * i['reorder_share']:5.1f}%")
 vers = {r["runner"]: r.get("version", "") for r in rows}
 print()
 print(f"2 threads each; ONNX Runtime {vers.get('ort', '?')}, PyTorch {vers.get('torch-tuned', '?')}; "
