@@ -28,7 +28,6 @@
  * convolution by about 1e-5 of the largest one (test_backend_cpu), about 4x oneDNN's F(2x2). */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include "backend/cpu/cpu_wino.h"
 
 enum { WINO_E = 36 };
@@ -70,8 +69,12 @@ static size_t block_bytes(const wino_geo_t *g) {
 static size_t u_off(const wino_geo_t *g, int e, int64_t kb) { return (size_t)(e * g->C * g->K + kb * WINO_KW * g->C); }
 
 static void transform_weights(const wino_geo_t *g, const float *w, float *u, int nthreads) {
-  static const double G[6][3] = {{1 / 4.0, 0, 0},           {-1 / 6.0, -1 / 6.0, -1 / 6.0}, {-1 / 6.0, 1 / 6.0, -1 / 6.0},
-                                 {1 / 24.0, 1 / 12.0, 1 / 6.0}, {1 / 24.0, -1 / 12.0, 1 / 6.0}, {0, 0, 1}};
+  static const double G[6][3] = {{1 / 4.0, 0, 0},
+                                 {-1 / 6.0, -1 / 6.0, -1 / 6.0},
+                                 {-1 / 6.0, 1 / 6.0, -1 / 6.0},
+                                 {1 / 24.0, 1 / 12.0, 1 / 6.0},
+                                 {1 / 24.0, -1 / 12.0, 1 / 6.0},
+                                 {0, 0, 1}};
   const int64_t C = g->C, K = g->K;
   const int nt_ = nthreads, par_ = K * C >= 4096;
   CPU_OMP_FOR
@@ -296,8 +299,7 @@ static im_status_t wino_run(const cpu_plan_t *pl, void *const *user, void *owned
 
 int im__cpu_wino_fits(const im_conv2d_params_t *p, const im_tensor_t *x, const im_tensor_t *w, const im_tensor_t *y) {
 #if defined(__x86_64__)
-  static int avx512 = -1;
-  if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
   const int64_t *xs = x->shape, *ws = w->shape, *ys = y->shape;
   if (!avx512 || !w->stamp || p->groups != 1 || p->stride_h != 1 || p->stride_w != 1 || p->pad_h != 1 ||
       p->pad_w != 1 || p->dilation_h != 1 || p->dilation_w != 1 || ws[2] != 3 || ws[3] != 3 || xs[1] % 16 ||

@@ -18,8 +18,6 @@
  * 1.10-1.15 against 1.34-1.36 ms for oneDNN's brgconv (13-17%); on 14x14x256->256 it was no faster
  * than oneDNN's F(2x2) (0.50-0.71 both), so it does not serve there. Without the prefetch of the
  * next run of weights the transform waited on memory as long as the products took. */
-#include <string.h>
-
 #include "backend/cpu/cpu_wino.h"
 
 enum {
