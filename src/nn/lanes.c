@@ -56,6 +56,11 @@ struct im__nn_lanes {
   int busy;             /* lanes still working on the current batch */
   int quit;
   lanes_job_t *job;
+  /* Lanes that have run an image. A lane's backend builds its kernels and prepares the weights on
+   * its first image; so that this happens in no later batch (a forward allocates nothing), batches
+   * are dealt out in turn, chunk i to lane i mod n, until every lane has run. After that lanes take
+   * chunks as they come free, which evens out a core that the VM slows down. */
+  unsigned char *warm;
 };
 
 struct lanes_job {
@@ -63,6 +68,7 @@ struct lanes_job {
   const float *x;
   float *y;
   int64_t n, chunk;  /* images, and images a lane takes at a time */
+  int in_turn;       /* chunks dealt out in turn (some lane has not run yet) */
   size_t per, k;
   atomic_llong next; /* the next chunk to take */
   atomic_int failed;
@@ -86,10 +92,11 @@ static void lane_chunk(lanes_job_t *j, int64_t i, int64_t cnt, int lane) {
 }
 
 static void lane_work(lanes_job_t *j, int lane) {
-  for (;;) {
-    const int64_t i = atomic_fetch_add(&j->next, 1) * j->chunk;
+  for (int64_t c = lane;; c += j->ls->n) {
+    const int64_t i = (j->in_turn ? c : atomic_fetch_add(&j->next, 1)) * j->chunk;
     if (i >= j->n || atomic_load_explicit(&j->failed, memory_order_relaxed)) return;
     lane_chunk(j, i, j->n - i < j->chunk ? j->n - i : j->chunk, lane);
+    j->ls->warm[lane] = 1; /* read by the caller once every lane is done (under mu) */
   }
 }
 
@@ -147,6 +154,7 @@ void im__nn_lanes_free(im_nn_model_t *m) {
   }
   im_free(ls->lane);
   im_free(ls->be);
+  im_free(ls->warm);
   im_free(ls);
   m->lanes = NULL;
 }
@@ -209,7 +217,8 @@ im_status_t im__nn_lanes_plan(im_nn_model_t *m) {
   ls->batch = lanes_pay(m) ? 1 : (m->plan_batch + threads - 1) / threads;
   ls->lane = im_calloc((size_t)threads, sizeof *ls->lane);
   ls->be = im_calloc((size_t)threads, sizeof *ls->be);
-  im_status_t st = ls->lane && ls->be ? IM_OK : im_error(IM_ERR_NOMEM, "out of memory for batch lanes");
+  ls->warm = im_calloc((size_t)threads, 1);
+  im_status_t st = ls->lane && ls->be && ls->warm ? IM_OK : im_error(IM_ERR_NOMEM, "out of memory for batch lanes");
   size_t bytes = 0;
   for (int i = 0; i < threads && st == IM_OK; i++) {
     st = im_backend_new_like(m->be, 1, &ls->be[i]);
@@ -265,6 +274,7 @@ im_status_t im__nn_lanes_forward(im_nn_model_t *m, const im_tensor_t *x, im_tens
   atomic_init(&j.next, 0);
   atomic_init(&j.failed, 0);
   pthread_mutex_lock(&ls->mu);
+  for (int i = 0; i < ls->n; i++) j.in_turn |= !ls->warm[i];
   ls->job = &j;
   ls->busy = ls->n - 1;
   ls->gen++;
