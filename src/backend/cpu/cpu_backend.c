@@ -333,8 +333,9 @@ static im_status_t ws_reserve(cpu_ctx_t *c, size_t n) {
 }
 
 im_status_t im__cpu_plan_bind(cpu_ctx_t *ctx, cpu_plan_t *pl, void *const *user) {
-  /* Workspace: [intermediates][the const slot's copy for unstamped calls][scratchpad]. */
-  im_status_t st = ws_reserve(ctx, pl->ws_bytes + pl->owned_bytes + pl->scratch_bytes);
+  /* Workspace: [intermediates][the const slot's copy for unstamped calls][scratchpad]. An own-kernel
+   * plan always keeps that copy in a cache entry. */
+  im_status_t st = ws_reserve(ctx, pl->ws_bytes + (pl->own ? 0 : pl->owned_bytes) + pl->scratch_bytes);
   if (st != IM_OK) return st;
   char *ws = ctx->ws;
   void *owned = pl->cur >= 0 ? (void *)(((uintptr_t)pl->cache[pl->cur].raw + 63) & ~(uintptr_t)63) : ws + pl->ws_bytes;

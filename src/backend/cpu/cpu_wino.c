@@ -118,20 +118,13 @@ WINO_INLINE void at6(const v16 *m, v16 *o) {
   o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d, b), m[5]);
 }
 
-/* Tile t (of g) as (image, tile row, tile column). */
-static void tile_pos(const wino_geo_t *g, int64_t t, int64_t *n, int64_t *r, int64_t *c) {
-  *n = t / (g->th * g->tw);
-  t %= g->th * g->tw;
-  *r = t / g->tw;
-  *c = t % g->tw;
-}
 
 /* V[e][i][C] for tiles t0..t0+n-1 from blocked x. */
 WINO_FN void input_block(const wino_geo_t *g, const float *x, int64_t t0, int64_t n, float *V) {
   const int64_t H = g->H, W = g->W, CB = g->C / 16;
   for (int64_t i = 0; i < n; i++) {
     int64_t img, tr, tc;
-    tile_pos(g, t0 + i, &img, &tr, &tc);
+    wino_tile_pos(t0 + i, g->th, g->tw, &img, &tr, &tc);
     const int64_t r0 = tr * 4 - 1, c0 = tc * 4 - 1;
     const int inside = r0 >= 0 && c0 >= 0 && r0 + 6 <= H && c0 + 6 <= W;
     for (int64_t cb = 0; cb < CB; cb++) {
@@ -215,7 +208,7 @@ WINO_FN void output_block(const wino_geo_t *g, const float *M, const float *bias
   const v16 zero = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i++) {
     int64_t img, tr, tc;
-    tile_pos(g, t0 + i, &img, &tr, &tc);
+    wino_tile_pos(t0 + i, g->th, g->tw, &img, &tr, &tc);
     for (int64_t kb = 0; kb < KB; kb++) {
       v16 m[6], t[4][6], o[4];
       for (int c = 0; c < 6; c++) {

@@ -34,6 +34,14 @@ static inline wino_lay_t wino_lay(im_layout_t l, int64_t C, int64_t H, int64_t W
   return (wino_lay_t){C * H * W, H * W * 16, W * 16, 16};
 }
 
+/* Tile t of a batch tiled th x tw per image: its image, tile row and tile column. */
+static inline void wino_tile_pos(int64_t t, int64_t th, int64_t tw, int64_t *n, int64_t *r, int64_t *c) {
+  *n = t / (th * tw);
+  t %= th * tw;
+  *r = t / tw;
+  *c = t % tw;
+}
+
 /* cpu_wino2.c: the F(2x2) kernel's plan run (cpu_plan_t.own), its prepared bytes and workspace. */
 im_status_t im__cpu_wino2_run(const cpu_plan_t *pl, void *const *user, void *owned, void *ws, int nthreads,
                               int prepared);

@@ -67,7 +67,8 @@ static void reorder_weights(const w2_geo_t *g, const float *w, float *r, int nth
 WINO_FN void w2_input(const w2_geo_t *g, const float *x, float *V) {
   const int64_t H = g->H, W = g->W, CB = g->C / 16, T = g->tiles;
   for (int64_t t = 0; t < T; t++) {
-    const int64_t n = t / (g->th * g->tw), tr = t % (g->th * g->tw) / g->tw, tc = t % g->tw;
+    int64_t n, tr, tc;
+    wino_tile_pos(t, g->th, g->tw, &n, &tr, &tc);
     const int64_t r0 = tr * 2 - 1, c0 = tc * 2 - 1;
     for (int64_t cb = 0; cb < CB; cb++) {
       const float *xb = x + n * g->xl.img + cb * g->xl.blk;
@@ -131,7 +132,8 @@ WINO_FN void w2_output(const w2_geo_t *g, const float *M, const float *bias, int
   const v16 zero = _mm512_setzero_ps(), half = _mm512_set1_ps(0.5f);
   const size_t es = (size_t)(T * WINO_KW);
   for (int64_t t = 0; t < T; t++) {
-    const int64_t n = t / (g->th * g->tw), tr = t % (g->th * g->tw) / g->tw, tc = t % g->tw;
+    int64_t n, tr, tc;
+    wino_tile_pos(t, g->th, g->tw, &n, &tr, &tc);
     for (int j = 0; j < 4; j++) {
       const float *m = M + (size_t)(t * WINO_KW + j * 16);
       v16 a[2][4], o[2][2];
